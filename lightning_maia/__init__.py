@@ -1,0 +1,1 @@
+"""lightning_maia: MAIA interpretability agents inside PyTorch Lightning."""

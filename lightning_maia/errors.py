@@ -1,0 +1,57 @@
+"""The exception tree of lightning_maia.
+
+Every error the library raises on purpose derives from :class:`MaiaError`::
+
+    MaiaError
+    ├── ConfigurationError (also ValueError)   bad arguments, caught at setup
+    │   └── UnitSpecError                      a unit spec that does not resolve against the model
+    ├── UnitIndexError (also IndexError)       a unit index past the layer's real width, at first forward
+    ├── GrammarError (also ValueError)         procedural-world text it cannot parse
+    ├── CacheError                             an unreadable or foreign exemplar cache
+    └── MissingDependencyError (also ModuleNotFoundError)  an optional extra that is not installed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class MaiaError(Exception):
+    """Root of every error raised on purpose by lightning_maia."""
+
+
+class ConfigurationError(MaiaError, ValueError):
+    """An argument or option has a value that is not allowed."""
+
+
+class UnitSpecError(ConfigurationError):
+    """A unit spec does not resolve against the model."""
+
+
+class UnitIndexError(MaiaError, IndexError):
+    """A unit index is past the width of its layer (found at the first forward)."""
+
+
+class GrammarError(MaiaError, ValueError):
+    """Text the procedural world cannot parse; names the unknown words and the vocabulary."""
+
+    def __init__(self, message: str, unknown_words: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.unknown_words = tuple(unknown_words)
+
+
+class CacheError(MaiaError):
+    """An exemplar cache file that cannot be read back."""
+
+
+class MissingDependencyError(MaiaError, ModuleNotFoundError):
+    """An optional dependency is missing; the message carries the exact pip line."""
+
+
+def bad_option(name: str, allowed: str, got: object) -> ConfigurationError:
+    """The error for an option outside its allowed values, in one shape for the whole library.
+
+    >>> str(bad_option("reduction", "max or mean", "median"))
+    "`reduction` can be max or mean, got 'median'"
+    """
+    return ConfigurationError(f"`{name}` can be {allowed}, got {got!r}")

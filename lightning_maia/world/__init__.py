@@ -1,0 +1,1 @@
+"""The procedural world: ground-truth scenes, rendering with masks, grammar, datasets, neurons."""
