@@ -4,8 +4,8 @@ Every error the library raises on purpose derives from :class:`MaiaError`::
 
     MaiaError
     ├── ConfigurationError (also ValueError)   bad arguments, caught at setup
-    │   └── UnitSpecError                      a unit spec that does not resolve against the model
-    ├── UnitIndexError (also IndexError)       a unit index past the layer's real width, at first forward
+    │   └── UnitSpecError                      a unit spec that does not resolve in the model
+    ├── UnitIndexError (also IndexError)       a unit index past its layer's width (first forward)
     ├── GrammarError (also ValueError)         procedural-world text it cannot parse
     ├── CacheError                             an unreadable or foreign exemplar cache
     └── MissingDependencyError (also ModuleNotFoundError)  an optional extra that is not installed
