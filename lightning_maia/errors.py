@@ -8,6 +8,12 @@ Every error the library raises on purpose derives from :class:`MaiaError`::
     ├── UnitIndexError (also IndexError)       a unit index past its layer's width (first forward)
     ├── GrammarError (also ValueError)         procedural-world text it cannot parse
     ├── CacheError                             an unreadable or foreign exemplar cache
+    ├── ToolError                              a tool call the agent got wrong (shown to the agent)
+    │   └── UnknownImageError (also KeyError)  an image id the toolbox does not hold
+    ├── BackendError                           an external backend failed (service, pipeline)
+    │   ├── BackendTimeoutError                no answer within the configured time
+    │   ├── BackendHTTPError                   an HTTP error status (429 and 5xx are retryable)
+    │   └── MalformedResponseError             an answer that does not parse
     └── MissingDependencyError (also ModuleNotFoundError)  an optional extra that is not installed
 """
 
@@ -42,6 +48,42 @@ class GrammarError(MaiaError, ValueError):
 
 class CacheError(MaiaError):
     """An exemplar cache file that cannot be read back."""
+
+
+class ToolError(MaiaError):
+    """A tool call the agent got wrong; the message is written to be shown to the agent."""
+
+
+class UnknownImageError(ToolError, KeyError):
+    """An image id that the toolbox does not hold."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendError(MaiaError):
+    """An external backend (a VLM endpoint, a diffusion pipeline) failed."""
+
+    retryable: bool = False
+
+
+class BackendTimeoutError(BackendError):
+    """The backend gave no answer within the configured time."""
+
+    retryable = True
+
+
+class BackendHTTPError(BackendError):
+    """The backend answered with an HTTP error status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = status == 429 or status >= 500
+
+
+class MalformedResponseError(BackendError):
+    """The backend answered with something that does not parse."""
 
 
 class MissingDependencyError(MaiaError, ModuleNotFoundError):

@@ -1,0 +1,1 @@
+"""Image backends: procedural (default), diffusers, transformers captioners and CLIP, VLM."""
