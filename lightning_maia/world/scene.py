@@ -4,8 +4,9 @@ A scene is plain, frozen data; rendering, text and datasets build on it. Positio
 centres in [0, 1] image coordinates (x to the right, y down).
 
 >>> scene = Scene(objects=(SceneObject("star", "red", "striped"),), background=Background("grass"))
->>> sorted(str(c) for c in scene.concepts())
-['background=grass', 'background_colour=green', 'colour=red', 'shape=star', 'size=medium', 'texture=striped']
+>>> sorted(str(c) for c in scene.concepts())  # doctest: +NORMALIZE_WHITESPACE
+['background=grass', 'background_colour=green', 'colour=red', 'shape=star',
+ 'size=medium', 'texture=striped']
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class Background:
 
 @dataclass(frozen=True)
 class Scene:
-    """Objects drawn in order (later ones on top) over a background; ``seed`` drives pattern noise."""
+    """Objects drawn in order (later ones on top) over a background; ``seed`` places patterns."""
 
     objects: tuple[SceneObject, ...] = ()
     background: Background = field(default_factory=Background)
@@ -268,10 +269,7 @@ def place_object(
     for _ in range(tries):
         x, y = (float(v) for v in rng.uniform(margin, 1 - margin, size=2))
         gap = min(
-            (
-                np.hypot(x - o.x, y - o.y) - (diameter + SIZES[o.size]) / 2
-                for o in placed
-            ),
+            (np.hypot(x - o.x, y - o.y) - (diameter + SIZES[o.size]) / 2 for o in placed),
             default=np.inf,
         )
         if gap > 0:
