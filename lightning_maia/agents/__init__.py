@@ -1,0 +1,1 @@
+"""Agents that study units through the tools: the offline scientist and the VLM agent."""
