@@ -1,0 +1,100 @@
+"""An on-disk cache of chat replies keyed by the full request, so a rerun replays for free.
+
+The key hashes everything that decides the reply — model, endpoint, messages (images included,
+as their data URLs), tools, tool choice, temperature and token limit — so a changed prompt,
+image or setting is a miss, never a stale hit. Entries are JSON files written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lightning_maia.tools.backends.base import Usage
+from lightning_maia.tools.backends.vlm import ChatMessage, ChatResult, ToolCall, VLMClient
+
+log = logging.getLogger(__name__)
+
+
+def request_key(
+    client: VLMClient,
+    messages: Sequence[ChatMessage],
+    tools: Sequence[Mapping[str, Any]] | None,
+    tool_choice: str | Mapping[str, Any] | None,
+    max_tokens: int | None,
+) -> str:
+    payload = {
+        "model": client.model,
+        "endpoint": client.endpoint,
+        "temperature": client.temperature,
+        "max_tokens": max_tokens or client.max_tokens,
+        "messages": list(messages),
+        "tools": list(tools or []),
+        "tool_choice": tool_choice,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+class CachedChat:
+    """``chat`` through a client, answering repeated requests from ``directory``.
+
+    ``chat`` returns the reply and whether it came from the cache (a cached reply costs nothing).
+    With ``directory=None`` every request goes to the client.
+    """
+
+    def __init__(self, client: VLMClient, directory: str | Path | None = None) -> None:
+        self.client = client
+        self.directory = Path(directory) if directory is not None else None
+        self.hits = 0
+        self.misses = 0
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+    ) -> tuple[ChatResult, bool]:
+        if self.directory is None:
+            return self.client.chat(messages, tools, tool_choice, max_tokens), False
+        key = request_key(self.client, messages, tools, tool_choice, max_tokens)
+        path = self.directory / key[:2] / f"{key}.json"
+        cached = self._load(path)
+        if cached is not None:
+            self.hits += 1
+            return cached, True
+        self.misses += 1
+        result = self.client.chat(messages, tools, tool_choice, max_tokens)
+        self._save(path, result)
+        return result, False
+
+    @staticmethod
+    def _load(path: Path) -> ChatResult | None:
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return ChatResult(
+                text=data["text"],
+                tool_calls=tuple(ToolCall(**call) for call in data["tool_calls"]),
+                finish_reason=data["finish_reason"],
+                usage=Usage(**data["usage"]),
+                model=data["model"],
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("ignoring unreadable cached reply %s (%s)", path, error)
+            return None
+
+    @staticmethod
+    def _save(path: Path, result: ChatResult) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(asdict(result)))
+        os.replace(partial, path)

@@ -1,0 +1,521 @@
+"""A typed client for OpenAI-compatible chat endpoints with vision (OpenAI, Azure, vLLM, Ollama).
+
+:class:`VLMClient` wraps the ``openai`` SDK (the ``openai`` extra): it sends chat messages, with
+images as PNG data URLs, and returns the assistant's reply as a :class:`ChatResult` with its token
+usage and cost. SDK errors come back as the library's typed errors: no answer in time
+(:class:`~lightning_maia.errors.BackendTimeoutError`), an HTTP error status
+(:class:`~lightning_maia.errors.BackendHTTPError`), an unreachable server
+(:class:`~lightning_maia.errors.BackendError`), an answer that does not parse
+(:class:`~lightning_maia.errors.MalformedResponseError`). The SDK retries timeouts, dropped
+connections, 429 and 5xx replies ``max_retries`` times before the error is raised.
+
+The API key never appears in the client's ``repr``, in error messages or in logs.
+
+>>> import torch
+>>> image_to_data_url(torch.zeros(3, 2, 2))[:22]
+'data:image/png;base64,'
+>>> message = user_message("What is this?", [torch.zeros(3, 2, 2)])
+>>> [part["type"] for part in message["content"]]
+['text', 'image_url']
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from lightning_maia.errors import (
+    BackendError,
+    BackendHTTPError,
+    BackendTimeoutError,
+    ConfigurationError,
+    MalformedResponseError,
+    bad_option,
+)
+from lightning_maia.optional import require
+from lightning_maia.tools.backends.base import Usage
+
+log = logging.getLogger(__name__)
+
+#: A chat message in the OpenAI schema (``role``, ``content``, ...), as sent on the wire.
+ChatMessage = dict[str, Any]
+
+#: The key sent when none is configured: local servers (vLLM, Ollama) usually need none.
+PLACEHOLDER_API_KEY = "not-needed"
+#: Where the SDK sends requests when no base URL is configured.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+_IMAGE_DETAILS = ("low", "high", "auto")
+_SNIPPET_CHARS = 200
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+def image_to_data_url(image: Tensor) -> str:
+    """A float (3, H, W) image in [0, 1] as a ``data:image/png;base64,...`` URL.
+
+    A single-channel (1, H, W) image is sent as grey. Values are clamped to [0, 1] and rounded to
+    8 bits.
+    """
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise bad_option("image", "a tensor of shape (3, H, W) or (1, H, W)", tuple(image.shape))
+    pixels = image.detach().to("cpu", torch.float32).clamp(0.0, 1.0).expand(3, -1, -1)
+    array = pixels.mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode="RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def data_url_to_image(url: str) -> Tensor:
+    """The float (3, H, W) image in [0, 1] that a ``data:image/...;base64,...`` URL holds.
+
+    The inverse of :func:`image_to_data_url`, for tests and scripted servers that read the
+    images a client sent.
+    """
+    header, _, payload = url.partition(",")
+    if not (header.startswith("data:image/") and header.endswith(";base64") and payload):
+        raise bad_option("url", "a data:image/...;base64,... URL", url[:40])
+    with Image.open(io.BytesIO(base64.b64decode(payload))) as decoded:
+        array = np.asarray(decoded.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255.0)
+
+
+def image_part(image: Tensor | str, detail: str | None = None) -> dict[str, Any]:
+    """One ``image_url`` content part: a tensor (sent as a PNG data URL) or a URL as is.
+
+    ``detail`` (``low``, ``high`` or ``auto``) is OpenAI's resolution hint; None leaves it out.
+    """
+    if detail is not None and detail not in _IMAGE_DETAILS:
+        raise bad_option("detail", "low, high, auto or None", detail)
+    url = image if isinstance(image, str) else image_to_data_url(image)
+    image_url: dict[str, Any] = {"url": url}
+    if detail is not None:
+        image_url["detail"] = detail
+    return {"type": "image_url", "image_url": image_url}
+
+
+def user_message(
+    text: str, images: Sequence[Tensor | str] = (), detail: str | None = None
+) -> ChatMessage:
+    """A user message: the text, then each image as an ``image_url`` part (text only: a string)."""
+    if not images:
+        return {"role": "user", "content": text}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts.extend(image_part(image, detail) for image in images)
+    return {"role": "user", "content": parts}
+
+
+def system_message(text: str) -> ChatMessage:
+    """A system message."""
+    return {"role": "system", "content": text}
+
+
+def tool_message(tool_call_id: str, content: str) -> ChatMessage:
+    """The result of one tool call, answering the assistant's call ``tool_call_id``."""
+    return {"role": "tool", "tool_call_id": tool_call_id, "content": content}
+
+
+# --- replies -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call the assistant asked for."""
+
+    #: The id that the tool's answer (:func:`tool_message`) refers back to.
+    id: str
+    #: The function's name.
+    name: str
+    #: The arguments as the JSON string the model wrote; it may not parse.
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The assistant's reply to one chat request."""
+
+    #: The text the assistant wrote; None when it only called tools.
+    text: str | None
+    #: The function calls it asked for, in order.
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: Why it stopped: ``stop``, ``length``, ``tool_calls``, ... (None when the server omits it).
+    finish_reason: str | None = None
+    #: Tokens and cost of this request.
+    usage: Usage = field(default_factory=Usage)
+    #: The model that answered, as the server names it.
+    model: str = ""
+
+    def to_message(self) -> ChatMessage:
+        """The reply as an assistant message, to append to the conversation."""
+        message: ChatMessage = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in self.tool_calls
+            ]
+        return message
+
+
+def parse_chat_completion(
+    payload: object, price_per_1k_prompt: float = 0.0, price_per_1k_completion: float = 0.0
+) -> ChatResult:
+    """The :class:`ChatResult` in a decoded chat-completions reply; raise if it does not parse.
+
+    >>> reply = {"model": "m", "choices": [{"message": {"content": "a dog"},
+    ...          "finish_reason": "stop"}], "usage": {"prompt_tokens": 10, "completion_tokens": 2}}
+    >>> result = parse_chat_completion(reply, price_per_1k_prompt=1.0)
+    >>> result.text, result.usage.prompt_tokens, result.usage.cost_usd
+    ('a dog', 10, 0.01)
+    """
+    if not isinstance(payload, Mapping):
+        raise MalformedResponseError(f"the reply is {type(payload).__name__}, not a JSON object")
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedResponseError("the reply has no choices")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, Mapping) else None
+    if not isinstance(message, Mapping):
+        raise MalformedResponseError("the reply's first choice has no message")
+    text = _message_text(message.get("content"))
+    tool_calls = tuple(_tool_call(raw, index) for index, raw in enumerate(_tool_calls(message)))
+    finish_reason = choice.get("finish_reason")
+    if text is None and not tool_calls:
+        raise MalformedResponseError(
+            f"the reply has neither text nor tool calls (finish_reason={finish_reason!r})"
+        )
+    prompt_tokens, completion_tokens = _token_counts(payload.get("usage"))
+    usage = Usage(
+        requests=1,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=prompt_tokens / 1000 * price_per_1k_prompt
+        + completion_tokens / 1000 * price_per_1k_completion,
+    )
+    model = payload.get("model")
+    return ChatResult(
+        text=text,
+        tool_calls=tool_calls,
+        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+        usage=usage,
+        model=model if isinstance(model, str) else "",
+    )
+
+
+def _message_text(content: object) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    # Some servers answer with a list of content parts instead of a string.
+    if isinstance(content, list) and all(isinstance(part, Mapping) for part in content):
+        texts = [part.get("text") for part in content if part.get("type") == "text"]
+        if all(isinstance(text, str) for text in texts):
+            return "".join(text for text in texts if isinstance(text, str))
+    raise MalformedResponseError(f"the reply's content is {type(content).__name__}, not text")
+
+
+def _tool_calls(message: Mapping[str, Any]) -> list[object]:
+    raw = message.get("tool_calls")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise MalformedResponseError("the reply's tool_calls is not a list")
+    return raw
+
+
+def _tool_call(raw: object, index: int) -> ToolCall:
+    function = raw.get("function") if isinstance(raw, Mapping) else None
+    name = function.get("name") if isinstance(function, Mapping) else None
+    if (
+        not isinstance(raw, Mapping)
+        or not isinstance(function, Mapping)
+        or not isinstance(name, str)
+    ):
+        raise MalformedResponseError(f"tool call {index} of the reply has no function name")
+    arguments = function.get("arguments")
+    if arguments is None:
+        arguments = "{}"
+    elif not isinstance(arguments, str):  # Some servers send the arguments decoded.
+        arguments = json.dumps(arguments)
+    call_id = raw.get("id")
+    return ToolCall(
+        id=call_id if isinstance(call_id, str) else f"call_{index}", name=name, arguments=arguments
+    )
+
+
+def _token_counts(usage: object) -> tuple[int, int]:
+    if not isinstance(usage, Mapping):
+        return 0, 0
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return (
+        prompt if isinstance(prompt, int) else 0,
+        completion if isinstance(completion, int) else 0,
+    )
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+class _Secret:
+    """A string that never shows itself in ``repr``/``str``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+
+class VLMClient:
+    """Chat with an OpenAI-compatible endpoint that accepts images.
+
+    Arguments left None fall back to the environment: ``base_url`` to ``OPENAI_BASE_URL`` (else
+    OpenAI's API), ``model`` to ``OPENAI_MODEL`` (required), ``api_key`` to ``OPENAI_API_KEY``
+    (else a placeholder, as local servers need no key). ``timeout`` (seconds) bounds each
+    attempt; the SDK retries timeouts, dropped connections, 429 and 5xx ``max_retries`` times.
+    Prices (USD per 1,000 tokens) turn token counts into :attr:`Usage.cost_usd`.
+
+    The SDK client is built on the first request; :attr:`usage` sums every request's usage.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        price_per_1k_prompt: float = 0.0,
+        price_per_1k_completion: float = 0.0,
+    ) -> None:
+        require("openai", extra="openai")
+        model = model or os.environ.get("OPENAI_MODEL")
+        if not model:
+            raise ConfigurationError(
+                "no VLM model is configured: pass `model` (e.g. VLMClient(model='gpt-4o')) "
+                "or set the OPENAI_MODEL environment variable"
+            )
+        if not timeout > 0:
+            raise bad_option("timeout", "a positive number of seconds", timeout)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise bad_option("max_retries", "an integer >= 0", max_retries)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise bad_option("max_tokens", "an integer >= 1", max_tokens)
+        if not temperature >= 0:
+            raise bad_option("temperature", "a number >= 0", temperature)
+        for name, price in (
+            ("price_per_1k_prompt", price_per_1k_prompt),
+            ("price_per_1k_completion", price_per_1k_completion),
+        ):
+            if not price >= 0:
+                raise bad_option(name, "a number >= 0", price)
+        self.model: str = model
+        self.base_url: str | None = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self._api_key = _Secret(api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY)
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.temperature = float(temperature)
+        self.max_tokens = max_tokens
+        self.price_per_1k_prompt = float(price_per_1k_prompt)
+        self.price_per_1k_completion = float(price_per_1k_completion)
+        #: The summed usage of every request this client made.
+        self.usage = Usage()
+        self._sdk: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to, without credentials or query, for messages."""
+        parts = urlsplit(self.base_url or DEFAULT_BASE_URL)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port is not None else host
+        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+    @property
+    def has_api_key(self) -> bool:
+        """Whether a real key (not the placeholder) is configured."""
+        return self._api_key.reveal() != PLACEHOLDER_API_KEY
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self.model!r}, base_url={self.endpoint!r}, "
+            f"timeout={self.timeout}, max_retries={self.max_retries}, "
+            f"api_key={'***' if self.has_api_key else None})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_sdk"] = None  # An HTTP client does not pickle; the copy builds its own.
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> VLMClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the SDK's HTTP connections (a later request opens new ones)."""
+        with self._lock:
+            sdk, self._sdk = self._sdk, None
+        if sdk is not None:
+            sdk.close()
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._sdk is None:
+                openai = require("openai", extra="openai")
+                self._sdk = openai.OpenAI(
+                    base_url=self.base_url,
+                    api_key=self._api_key.reveal(),
+                    max_retries=self.max_retries,
+                    timeout=self.timeout,
+                )
+            return self._sdk
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatResult:
+        """Send ``messages`` (and the ``tools`` the model may call); return the assistant's reply.
+
+        ``max_tokens`` overrides the client's limit for this request.
+        """
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(messages),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens if max_tokens is None else max_tokens,
+        }
+        if tools:
+            request["tools"] = list(tools)
+        if tool_choice is not None:
+            request["tool_choice"] = tool_choice
+        log.debug(
+            "chat request to %s: model=%s, %d messages, %d tools",
+            self.endpoint,
+            self.model,
+            len(request["messages"]),
+            len(request["tools"]) if tools else 0,
+        )
+        body = self._send(request)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            snippet = body[:_SNIPPET_CHARS]
+            raise MalformedResponseError(
+                self._redact(f"{self.endpoint} answered with a body that is not JSON: {snippet!r}")
+            ) from None
+        try:
+            result = parse_chat_completion(
+                payload, self.price_per_1k_prompt, self.price_per_1k_completion
+            )
+        except MalformedResponseError as error:
+            raise MalformedResponseError(
+                self._redact(f"{self.endpoint} sent a reply that does not parse: {error}")
+            ) from None
+        with self._lock:
+            self.usage.add(result.usage)
+        log.debug(
+            "chat reply from %s: finish_reason=%s, %d tool calls, %d+%d tokens",
+            self.endpoint,
+            result.finish_reason,
+            len(result.tool_calls),
+            result.usage.prompt_tokens,
+            result.usage.completion_tokens,
+        )
+        return result
+
+    def _send(self, request: dict[str, Any]) -> str:
+        """POST the request through the SDK (with its retries); the raw body, or a typed error."""
+        openai = require("openai", extra="openai")
+        client = self._client()
+        try:
+            raw = client.chat.completions.with_raw_response.create(**request)
+            return str(raw.text)
+        except openai.APITimeoutError as error:
+            raise BackendTimeoutError(
+                f"{self.endpoint} gave no answer within {self.timeout:g} s "
+                f"({self._attempts}, model {self.model!r})"
+            ) from self._safe_cause(error)
+        except openai.APIStatusError as error:
+            status = int(error.status_code)
+            raise BackendHTTPError(
+                self._redact(
+                    f"{self.endpoint} answered HTTP {status} (model {self.model!r}): "
+                    f"{_error_detail(error.body)}"
+                ),
+                status=status,
+            ) from self._safe_cause(error)
+        except openai.APIConnectionError as error:
+            cause = error.__cause__
+            reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
+            raise BackendError(
+                self._redact(f"cannot reach {self.endpoint} ({self._attempts}): {reason}")
+            ) from self._safe_cause(error)
+        except openai.APIResponseValidationError as error:
+            raise MalformedResponseError(
+                self._redact(f"{self.endpoint} sent a reply that does not parse: {error}")
+            ) from self._safe_cause(error)
+
+    @property
+    def _attempts(self) -> str:
+        return "1 attempt" if self.max_retries == 0 else f"{self.max_retries + 1} attempts"
+
+    def _safe_cause(self, error: BaseException) -> BaseException | None:
+        """``error`` to chain to ours, or None when its chain shows the key (a server echoed it)."""
+        key = self._api_key.reveal()
+        current: BaseException | None = error
+        while current is not None:
+            if key in str(current) or key in repr(current):
+                return None
+            current = current.__cause__ or current.__context__
+        return error
+
+    def _redact(self, text: str) -> str:
+        key = self._api_key.reveal()
+        return text.replace(key, "***") if key else text
+
+
+def _error_detail(body: object) -> str:
+    """The error message in an OpenAI-style error body, shortened."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, Mapping) else inner
+        text = str(message) if message is not None else json.dumps(body)
+    else:
+        text = str(body) if body is not None else "no details"
+    return text[:_SNIPPET_CHARS]
