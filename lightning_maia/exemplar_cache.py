@@ -27,7 +27,7 @@ from lightning_maia.units import UnitSelection
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the stored layout changes, so old files are never misread.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def _hash_tensor(digest: Any, tensor: Tensor) -> None:

@@ -89,6 +89,8 @@ class LayerExemplars:
     dataset_indices: Tensor  # (C, k) long
     maps: Tensor  # (C, k, h, w)
     thresholds: Tensor  # (C,)
+    #: Mean reduced activation over the whole dataset (activation statistics, ``top_active``).
+    mean_activations: Tensor | None = None
 
 
 @dataclass
@@ -120,6 +122,13 @@ class ExemplarResult:
             maps=layer.maps[row][valid],
             threshold=float(layer.thresholds[row]),
         )
+
+    def mean_activation(self, unit: Unit) -> float | None:
+        """The unit's mean activation over the dataset, where it was recorded."""
+        layer = self.layers[unit.layer]
+        if layer.mean_activations is None:
+            return None
+        return float(layer.mean_activations[layer.units.index(unit)])
 
     def images(self, unit: Unit) -> Tensor:
         """(k, C, H, W) model inputs of the unit's exemplars, fetched from the dataset."""
@@ -189,6 +198,7 @@ class ExemplarResult:
                     "dataset_indices": layer.dataset_indices,
                     "maps": layer.maps,
                     "thresholds": layer.thresholds,
+                    "mean_activations": layer.mean_activations,
                 }
                 for name, layer in self.layers.items()
             },
@@ -208,6 +218,7 @@ class ExemplarResult:
                 dataset_indices=layer["dataset_indices"],
                 maps=layer["maps"],
                 thresholds=layer["thresholds"],
+                mean_activations=layer.get("mean_activations"),
             )
             for name, layer in state["layers"].items()
         }
@@ -269,9 +280,13 @@ class _LayerState:
         self.indices = torch.full((count, k), -1, dtype=torch.int64)
         self.maps = torch.zeros((count, k, *map_shape))
         self.sketch = QuantileSketch(count)
+        self.activation_sum = torch.zeros(count, dtype=torch.float64)
+        self.seen = torch.zeros((), dtype=torch.int64)
 
     def update(self, activations: Tensor, maps: Tensor, dataset_indices: Tensor) -> None:
         activations, maps = activations.float().cpu(), maps.float().cpu()
+        self.activation_sum += activations.double().sum(dim=0)
+        self.seen += activations.shape[0]
         count, batch = activations.shape[1], activations.shape[0]
         self.sketch.update(maps, unit_dim=1)
         values = torch.cat([self.values, activations.T], dim=1)
@@ -349,6 +364,10 @@ def _merge_across_ranks(state: _LayerState) -> None:
     counts = state.sketch.counts.to(device)
     distributed.all_reduce(counts)
     state.sketch.counts = counts.cpu()
+    for name in ("activation_sum", "seen"):
+        total = getattr(state, name).to(device)
+        distributed.all_reduce(total)
+        setattr(state, name, total.cpu())
     gathered = []
     for tensor in (state.values, state.indices, state.maps):
         parts = [torch.empty_like(tensor, device=device) for _ in range(_world_size())]
@@ -449,6 +468,7 @@ def compute_exemplars(
             dataset_indices=state.indices,
             maps=state.maps,
             thresholds=state.sketch.quantile(quantile),
+            mean_activations=(state.activation_sum / max(int(state.seen), 1)).float(),
         )
         for name, state in states.items()
     }

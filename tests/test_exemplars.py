@@ -230,3 +230,12 @@ def test_batches_without_images_need_batch_to_images() -> None:
         batch_to_images=lambda batch: batch["pic"],
     )
     assert result.images(Unit("conv1", 0)).shape == (1, 3, 4, 4)
+
+
+def test_mean_activations_over_the_whole_dataset() -> None:
+    model, dataset = TinyConvNet(), RandomImages(length=23)
+    result = compute_exemplars(model, dataset, ["conv2:*"], k=2, batch_size=5, progress=False)
+    recorder, units = brute_force(model, dataset, ["conv2:*"], "max")
+    for unit in units:
+        expected = float(recorder.unit_activations(unit).double().mean())
+        assert result.mean_activation(unit) == pytest.approx(expected, rel=1e-5)

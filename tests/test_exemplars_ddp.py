@@ -54,3 +54,4 @@ def test_two_process_merge_equals_single_process(tmp_path: Path) -> None:
             torch.testing.assert_close(other["maps"], layer["maps"])
             # Sketch counts add up exactly, so the thresholds are the same numbers.
             torch.testing.assert_close(other["thresholds"], layer["thresholds"])
+            torch.testing.assert_close(other["mean_activations"], layer["mean_activations"])
