@@ -42,6 +42,8 @@ from lightning_maia.errors import (
     MissingDependencyError,
 )
 from lightning_maia.tools.backends.base import ImageDescriber, ImageItem, ImageSummarizer
+from lightning_maia.tools.backends.regions import EMPTY_REGION_TEXT
+from lightning_maia.tools.backends.regions import match_concepts as find_concepts
 from lightning_maia.tools.backends.vlm import (
     PLACEHOLDER_API_KEY,
     ChatResult,
@@ -55,10 +57,8 @@ from lightning_maia.tools.backends.vlm import (
     user_message,
 )
 from lightning_maia.tools.backends.vlm_describer import (
-    EMPTY_REGION_TEXT,
     VLMDescriber,
     crop_region,
-    find_concepts,
     highlight_region,
     load_prompt,
     parse_answer,

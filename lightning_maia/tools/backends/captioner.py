@@ -1,17 +1,15 @@
 """Describe highlighted regions with any transformers image-to-text captioner (BLIP and friends).
 
 A caption is matched against a concept vocabulary so an agent can rank hypotheses over the
-concepts; :func:`match_concepts` and :func:`summarize_captions` are the pure parts.
+concepts (:func:`~lightning_maia.tools.backends.regions.match_concepts`, the matcher every backend
+uses); :func:`summarize_captions` is the pure part of summarizing.
 
->>> match_concepts("Two Dogs on the grass, near a fire hydrant", ["dog", "fire hydrant", "cat"])
-('dog', 'fire hydrant')
 >>> summarize_captions(["a dog on grass", "a dog", "a cat"], ["dog", "cat", "grass"]).text
 'common to 2 of 3: dog (67%)'
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from types import ModuleType
@@ -23,18 +21,20 @@ from torch import Tensor
 
 from lightning_maia.errors import bad_option
 from lightning_maia.tools.backends.base import Description, ImageItem
-from lightning_maia.tools.backends.transformers_backend import (
+from lightning_maia.tools.backends.regions import (
     EMPTY_REGION_TEXT,
+    match_concepts,
+    same_word,
+    text_words,
+)
+from lightning_maia.tools.backends.transformers_backend import (
     ModelSource,
     PretrainedBackend,
     check_positive_int,
     check_vocabulary,
-    concept_phrase,
     model_device_and_dtype,
     run_model,
 )
-
-_WORD = re.compile(r"[a-z0-9]+")
 
 #: Words too common in captions to say what regions share.
 STOPWORDS = frozenset(
@@ -43,50 +43,6 @@ STOPWORDS = frozenset(
         "next near front top close up view picture photo image background"
     ).split()
 )
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def _forms(word: str) -> frozenset[str]:
-    # The word and its possible singulars: "dogs" -> dog, "buses" -> bus, "skies" -> sky.
-    forms = {word}
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        forms.add(word[:-1])
-        if word.endswith("es"):
-            forms.add(word[:-2])
-        if word.endswith("ies"):
-            forms.add(word[:-3] + "y")
-    return frozenset(forms)
-
-
-def _same_word(first: str, second: str) -> bool:
-    return first == second or not _forms(first).isdisjoint(_forms(second))
-
-
-def match_concepts(text: str, vocabulary: Sequence[str]) -> tuple[str, ...]:
-    """The vocabulary terms that occur in ``text``, in vocabulary order.
-
-    Terms match as whole words (a phrase as consecutive words), case-insensitively, and in
-    singular or plural: "dog" matches "Dogs", "bus" matches "buses", but "cat" not "category".
-    A procedural-world term ``attribute=value`` is looked for by its value.
-
-    >>> match_concepts("A red bus and two skies", ["Bus", "sky", "red car", "red"])
-    ('Bus', 'sky', 'red')
-    >>> match_concepts("a category of caterpillars", ["cat"])
-    ()
-    """
-    words = _words(text)
-    found = []
-    for term in vocabulary:
-        phrase = _words(concept_phrase(term))
-        if phrase and any(
-            all(_same_word(words[start + offset], part) for offset, part in enumerate(phrase))
-            for start in range(len(words) - len(phrase) + 1)
-        ):
-            found.append(term)
-    return tuple(found)
 
 
 def _percent(count: int, total: int) -> int:
@@ -140,11 +96,11 @@ def summarize_captions(
 def _caption_keywords(caption: str, spellings: dict[str, str]) -> list[str]:
     # Each word once, outside the stopwords, in the first spelling seen ("dogs" counts as "dog").
     keywords: dict[str, None] = {}
-    for word in _words(caption):
+    for word in text_words(caption):
         if word in STOPWORDS:
             continue
         if word not in spellings:
-            same = (seen for seen in spellings.values() if _same_word(seen, word))
+            same = (seen for seen in spellings.values() if same_word(seen, word))
             spellings[word] = next(same, word)
         keywords[spellings[word]] = None
     return list(keywords)

@@ -23,13 +23,12 @@ from torch import Tensor
 
 from lightning_maia.errors import ConfigurationError, bad_option
 from lightning_maia.tools.backends.base import Description, ImageItem
+from lightning_maia.tools.backends.regions import EMPTY_REGION_TEXT, concept_phrase
 from lightning_maia.tools.backends.transformers_backend import (
-    EMPTY_REGION_TEXT,
     ModelSource,
     PretrainedBackend,
     check_positive_int,
     check_vocabulary,
-    concept_phrase,
     model_device_and_dtype,
     pooled_features,
     run_model,

@@ -20,29 +20,35 @@ torch.Size([3, 512, 512])
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_maia.errors import BackendError, ConfigurationError, bad_option
 from lightning_maia.optional import is_available, require
+from lightning_maia.tools.backends._diffusers_support import (
+    check_device,
+    check_dtype,
+    check_model_source,
+    check_positive,
+    check_same_length,
+    dtype_keyword,
+    is_instruct_pix2pix,
+    resize_images,
+    resolve_device,
+    resolve_dtype,
+    round_up,
+    runs_of_same_size,
+    takes_image,
+    to_display_batch,
+)
 from lightning_maia.tools.backends.base import ImageItem
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_DTYPE_CHOICES = "'auto', 'float32', 'float16', 'bfloat16' or one of those torch dtypes"
-_DEVICE_CHOICES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _EDIT_KINDS = ("auto", "instruct-pix2pix", "image-to-image")
-# A hub id is "name" or "owner/name"; anything else that names no folder is a missing path.
-_HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 # The arguments each call sets itself; pipeline_kwargs may not override them.
 _MANAGED_CALL_ARGUMENTS = frozenset(
     {"prompt", "image", "generator", "height", "width", "output_type", "return_dict"}
@@ -79,17 +85,17 @@ class _DiffusersBackend:
                 f"{'None' if pipeline is None else type(pipeline).__name__}"
             )
         if model is not None:
-            _check_model_source(model, local_files_only)
+            check_model_source(model, local_files_only)
             if not is_available("diffusers"):
                 require("diffusers", extra="diffusers")
         self.model = None if model is None else os.fspath(model)
-        self.device = _check_device(device)
-        self.dtype = _check_dtype(dtype)
-        self.num_inference_steps = _check_positive("num_inference_steps", num_inference_steps)
+        self.device = check_device(device)
+        self.dtype = check_dtype(dtype)
+        self.num_inference_steps = check_positive("num_inference_steps", num_inference_steps)
         if guidance_scale is not None and guidance_scale < 0:
             raise bad_option("guidance_scale", "a number >= 0 or None", guidance_scale)
         self.guidance_scale = guidance_scale
-        self.batch_size = _check_positive("batch_size", batch_size, optional=False)
+        self.batch_size = check_positive("batch_size", batch_size, optional=False)
         self.local_files_only = local_files_only
         self.pipeline_kwargs = dict(pipeline_kwargs or {})
         managed = sorted(_MANAGED_CALL_ARGUMENTS & self.pipeline_kwargs.keys())
@@ -125,8 +131,8 @@ class _DiffusersBackend:
     def _prepare(self, pipeline: Any) -> Any:
         """Place a pipeline on the device, in the dtype, quiet; subclasses adapt it further."""
         explicit = self.model is None
-        device = None if explicit and self.device is None else _resolve_device(self.device)
-        dtype = None if explicit and self.dtype is None else _resolve_dtype(self.dtype, device)
+        device = None if explicit and self.device is None else resolve_device(self.device)
+        dtype = None if explicit and self.dtype is None else resolve_dtype(self.dtype, device)
         targets = [target for target in (device, dtype) if target is not None]
         if targets and hasattr(pipeline, "to"):
             pipeline = pipeline.to(*targets)
@@ -138,9 +144,7 @@ class _DiffusersBackend:
         """``loader.from_pretrained`` with the backend's options; load failures explained."""
         diffusers = require("diffusers", extra="diffusers")
         options: dict[str, Any] = {"local_files_only": self.local_files_only, **self.load_kwargs}
-        options[_dtype_keyword(diffusers)] = _resolve_dtype(
-            self.dtype, _resolve_device(self.device)
-        )
+        options[dtype_keyword(diffusers)] = resolve_dtype(self.dtype, resolve_device(self.device))
         try:
             return loader.from_pretrained(model, **options)
         except OSError as error:
@@ -179,7 +183,7 @@ class _DiffusersBackend:
         generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
         try:
             output = pipeline(**arguments, generator=generators, output_type="pt")
-            return _to_display_batch(output.images if hasattr(output, "images") else output[0])
+            return to_display_batch(output.images if hasattr(output, "images") else output[0])
         except Exception as error:
             raise BackendError(
                 f"{type(pipeline).__name__} failed on a batch of {len(seeds)}: "
@@ -253,17 +257,17 @@ class DiffusersGenerator(_DiffusersBackend):
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int) -> list[ImageItem]:
         """One (3, size, size) image per (prompt, seed), in order."""
-        _check_same_length(prompts=prompts, seeds=seeds)
+        check_same_length(prompts=prompts, seeds=seeds)
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise bad_option("size", "a positive integer", size)
         pipeline = self.pipeline
-        side = _round_up(size, self._size_multiple(pipeline))
+        side = round_up(size, self._size_multiple(pipeline))
         items: list[ImageItem] = []
         for batch in self._batches(len(prompts)):
             images = self._run(
                 pipeline, seeds[batch], prompt=list(prompts[batch]), height=side, width=side
             )
-            items.extend(ImageItem(image) for image in _resize(images, (size, size)))
+            items.extend(ImageItem(image) for image in resize_images(images, (size, size)))
         return items
 
 
@@ -338,7 +342,7 @@ class DiffusersEditor(_DiffusersBackend):
         """``"instruct-pix2pix"`` or ``"image-to-image"``: what ``kind`` means for the pipeline."""
         if self.kind != "auto":
             return self.kind
-        return "instruct-pix2pix" if _is_instruct_pix2pix(self.pipeline) else "image-to-image"
+        return "instruct-pix2pix" if is_instruct_pix2pix(self.pipeline) else "image-to-image"
 
     def _load_from_model(self, diffusers: Any, model: str) -> Any:
         if self.kind == "instruct-pix2pix":
@@ -348,7 +352,7 @@ class DiffusersEditor(_DiffusersBackend):
         return self._from_pretrained(diffusers.DiffusionPipeline, model)
 
     def _prepare(self, pipeline: Any) -> Any:
-        if not (_is_instruct_pix2pix(pipeline) or _takes_image(pipeline)):
+        if not (is_instruct_pix2pix(pipeline) or takes_image(pipeline)):
             pipeline = self._as_image_to_image(pipeline)
         return super()._prepare(pipeline)
 
@@ -372,7 +376,7 @@ class DiffusersEditor(_DiffusersBackend):
         self, images: Sequence[ImageItem], instructions: Sequence[str], seeds: Sequence[int]
     ) -> list[ImageItem]:
         """One edited image per (image, instruction, seed), in order, at the original's size."""
-        _check_same_length(images=images, instructions=instructions, seeds=seeds)
+        check_same_length(images=images, instructions=instructions, seeds=seeds)
         for item in images:
             if item.image.ndim != 3 or item.image.shape[0] != 3:
                 raise ConfigurationError(
@@ -386,156 +390,16 @@ class DiffusersEditor(_DiffusersBackend):
         if self.resolved_kind == "image-to-image" and self.strength is not None:
             extra["strength"] = self.strength
         edited: list[ImageItem] = []
-        for indices in _runs_of_same_size(images, self.batch_size):
+        for indices in runs_of_same_size(images, self.batch_size):
             height, width = images[indices[0]].image.shape[-2:]
-            working = (_round_up(height, multiple), _round_up(width, multiple))
+            working = (round_up(height, multiple), round_up(width, multiple))
             originals = torch.stack([images[index].image for index in indices]).float().cpu()
             batch = self._run(
                 pipeline,
                 [seeds[index] for index in indices],
                 prompt=[instructions[index] for index in indices],
-                image=_resize(originals.clamp(0, 1), working),
+                image=resize_images(originals.clamp(0, 1), working),
                 **extra,
             )
-            edited.extend(ImageItem(image) for image in _resize(batch, (height, width)))
+            edited.extend(ImageItem(image) for image in resize_images(batch, (height, width)))
         return edited
-
-
-def _check_model_source(model: str | os.PathLike[str], local_files_only: bool) -> None:
-    """Fail at construction for a path that names no folder (a hub id is checked on load)."""
-    text = os.fspath(model)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigurationError(f"`model` must be a folder with a pipeline, got file {text!r}")
-        return
-    if not _HUB_ID_PATTERN.fullmatch(text):
-        raise ConfigurationError(
-            f"`model` {text!r} is not a folder and not a hub id; nothing is downloaded"
-            + (" (local_files_only=True)" if local_files_only else "")
-        )
-
-
-def _check_device(device: str | torch.device | None) -> str | None:
-    if device is None:
-        return None
-    text = str(device)
-    if not _DEVICE_PATTERN.fullmatch(text):
-        raise bad_option("device", _DEVICE_CHOICES, device)
-    if text.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigurationError(f"`device` is {text!r} but CUDA is not available")
-    return text
-
-
-def _check_dtype(dtype: str | torch.dtype | None) -> str | torch.dtype | None:
-    if dtype is None or dtype == "auto":
-        return dtype
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise bad_option("dtype", _DTYPE_CHOICES, dtype)
-
-
-@overload
-def _check_positive(name: str, value: int, *, optional: Literal[False]) -> int: ...
-@overload
-def _check_positive(name: str, value: int | None, *, optional: bool = True) -> int | None: ...
-def _check_positive(name: str, value: int | None, *, optional: bool = True) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise bad_option(name, "a positive integer" + (" or None" if optional else ""), value)
-    return value
-
-
-def _check_same_length(**sequences: Sequence[Any]) -> None:
-    lengths = {name: len(values) for name, values in sequences.items()}
-    if len(set(lengths.values())) > 1:
-        shown = ", ".join(f"{count} {name}" for name, count in lengths.items())
-        names = ", ".join(lengths)
-        raise ConfigurationError(f"need one entry each in {names}: got {shown}")
-
-
-def _resolve_device(device: str | None) -> torch.device:
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | None) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    on_accelerator = device is not None and device.type in {"cuda", "mps"}
-    return torch.float16 if on_accelerator else torch.float32
-
-
-def _dtype_keyword(diffusers: Any) -> str:
-    # diffusers renamed from_pretrained's `torch_dtype` to `dtype`; older releases know only it.
-    helpers = getattr(getattr(diffusers, "utils", None), "deprecation_utils", None)
-    return "dtype" if hasattr(helpers, "_resolve_dtype") else "torch_dtype"
-
-
-def _is_instruct_pix2pix(pipeline: Any) -> bool:
-    return "InstructPix2Pix" in type(pipeline).__name__
-
-
-def _takes_image(pipeline: Any) -> bool:
-    try:
-        return "image" in inspect.signature(pipeline.__call__).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _round_up(size: int, multiple: int) -> int:
-    return -(-size // multiple) * multiple
-
-
-def _resize(images: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear, antialiased resize of a (B, 3, H, W) batch; unchanged when it already fits."""
-    if tuple(images.shape[-2:]) == size:
-        return images
-    resized = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return resized.clamp(0, 1)
-
-
-def _runs_of_same_size(images: Sequence[ImageItem], batch_size: int) -> Iterator[list[int]]:
-    """Indices of consecutive images that share a size, at most ``batch_size`` at a time."""
-    run: list[int] = []
-    for index, item in enumerate(images):
-        if run and (images[run[0]].image.shape != item.image.shape or len(run) == batch_size):
-            yield run
-            run = []
-        run.append(index)
-    if run:
-        yield run
-
-
-def _to_display_batch(images: Any) -> Tensor:
-    """Pipeline output (a tensor, a NumPy batch or PIL images) as float (B, 3, H, W) in [0, 1]."""
-    if isinstance(images, Tensor):
-        batch = images.detach().float().cpu()
-        if batch.ndim == 3:
-            batch = batch.unsqueeze(0)
-        if batch.shape[1] not in (1, 3, 4) and batch.shape[-1] in (1, 3, 4):
-            batch = batch.permute(0, 3, 1, 2)
-    else:
-        arrays = [np.asarray(image) for image in images]
-        batch = torch.stack([_channels_first(array) for array in arrays])
-    if batch.shape[1] == 1:
-        batch = batch.expand(-1, 3, -1, -1)
-    return batch[:, :3].contiguous().clamp(0, 1)
-
-
-def _channels_first(array: np.ndarray[Any, Any]) -> Tensor:
-    image = torch.from_numpy(np.array(array))  # a copy: PIL arrays are read-only
-    if image.dtype == torch.uint8:
-        image = image.float() / 255
-    image = image.float()
-    if image.ndim == 2:
-        image = image.unsqueeze(-1)
-    return image.permute(2, 0, 1)

@@ -2,8 +2,9 @@
 
 The backends themselves live beside this module: :class:`~.captioner.CaptionDescriber` (any
 image-to-text captioner, e.g. BLIP) and :class:`~.clip_concepts.ClipConceptScorer` (CLIP concept
-scoring). Both show a model "only the highlighted region" the same way: the image is cropped to
-the mask's bounding box plus a margin, and what lies outside the mask is dimmed.
+scoring). Both show a model "only the highlighted region" the same way (:func:`highlight_region`):
+the image is cropped to the mask's bounding box plus a margin, and what lies outside the mask is
+dimmed.
 
 Nothing here downloads weights unless asked: models load from a local directory (or the Hugging
 Face cache) with ``local_files_only=True`` unless the user passes ``local_files_only=False``.
@@ -18,28 +19,23 @@ Face cache) with ``local_files_only=True`` unless the user passes ``local_files_
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from lightning_maia.errors import BackendError, ConfigurationError, MaiaError, bad_option
 from lightning_maia.optional import require
 from lightning_maia.tools.backends.base import ImageItem
+from lightning_maia.tools.backends.regions import crop_to_region, dim_outside, to_pil
 
 #: A model source: a local directory (or, with ``local_files_only=False``, a hub id).
 ModelSource = str | os.PathLike[str]
-
-#: What a backend reports for a region whose mask selects no pixel.
-EMPTY_REGION_TEXT = "nothing highlighted"  # as the VLM describer says
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -55,6 +51,8 @@ def highlight_region(
     side (rounded up, clipped to the image), and pixels outside the mask are multiplied by
     ``outside_brightness``. ``None`` selects the whole image; an empty mask gives ``None``.
     A mask of another size is resized to the image (nearest); non-bool masks select ``> 0.5``.
+    The pieces are :mod:`~lightning_maia.tools.backends.regions`'s; the defaults are these
+    backends' own.
 
     >>> image = torch.ones(3, 4, 4)
     >>> mask = torch.zeros(4, 4, dtype=torch.bool)
@@ -66,46 +64,7 @@ def highlight_region(
     """
     if mask is None:
         return image
-    region = _region_mask(mask, tuple(image.shape[-2:]))
-    rows = torch.nonzero(region.any(dim=1)).flatten()
-    columns = torch.nonzero(region.any(dim=0)).flatten()
-    if rows.numel() == 0:
-        return None
-    top, bottom = int(rows[0]), int(rows[-1]) + 1
-    left, right = int(columns[0]), int(columns[-1]) + 1
-    pad = math.ceil(margin * max(bottom - top, right - left) - 1e-9)
-    top, left = max(top - pad, 0), max(left - pad, 0)
-    bottom, right = min(bottom + pad, region.shape[0]), min(right + pad, region.shape[1])
-    dimmed = torch.where(region, image, image * outside_brightness)
-    return dimmed[:, top:bottom, left:right]
-
-
-def _region_mask(mask: Tensor, size: tuple[int, ...]) -> Tensor:
-    if mask.dim() != 2:
-        raise bad_option(
-            "mask", "a (H, W) tensor or None", f"a tensor of shape {tuple(mask.shape)}"
-        )
-    region = mask if mask.dtype == torch.bool else mask.float() > 0.5
-    if tuple(region.shape) != size:
-        resized = F.interpolate(region[None, None].float(), size=size, mode="nearest")
-        region = resized[0, 0] > 0.5
-    return region
-
-
-def to_pil(image: Tensor) -> Image.Image:
-    """A display image (float (3, H, W) in [0, 1], or (1, H, W)) as an RGB PIL image.
-
-    >>> to_pil(torch.ones(3, 2, 5)).size
-    (5, 2)
-    """
-    if image.dim() != 3 or image.shape[0] not in (1, 3):
-        raise bad_option("image", "a (3, H, W) tensor", f"a tensor of shape {tuple(image.shape)}")
-    pixels = image.detach().to("cpu")
-    if pixels.dtype == torch.uint8:
-        pixels = pixels.float() / 255.0
-    pixels = pixels.float().clamp(0.0, 1.0).expand(3, -1, -1)
-    array = (pixels.permute(1, 2, 0) * 255.0).round().to(torch.uint8).numpy()
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+    return crop_to_region(dim_outside(image, mask, outside_brightness), mask, margin)
 
 
 def region_views(
@@ -248,15 +207,6 @@ def pooled_features(output: object) -> Tensor:
     if isinstance(output, tuple | list) and output and isinstance(output[0], Tensor):
         return output[0]
     raise BackendError(f"the model returned {type(output).__name__}, not embeddings")
-
-
-def concept_phrase(term: str) -> str:
-    """The words a vocabulary term stands for; a procedural ``attribute=value`` by its value.
-
-    >>> concept_phrase("texture=polka_dots"), concept_phrase("fire hydrant")
-    ('polka dots', 'fire hydrant')
-    """
-    return " ".join(term.split("=", 1)[-1].replace("_", " ").split())
 
 
 def check_vocabulary(vocabulary: Sequence[str], required: bool = False) -> tuple[str, ...]:

@@ -5,14 +5,14 @@ darkened (and, with ``show_crop``, a close-up crop of the region after it), and 
 to describe ONLY the highlighted region in a short phrase. Summarizing sends all the regions in
 one request and asks what they have in common (MAIA's ``summarize_images``). The prompts are the
 package files ``lightning_maia/tools/prompts/describe_region.md`` and ``summarize_regions.md``.
+Dimming, cropping and concept matching are :mod:`~lightning_maia.tools.backends.regions`'s; this
+module only picks the describer's defaults (``dim=0.3``, a close-up margin of 0.15).
 
 >>> import torch
 >>> image, mask = torch.ones(3, 4, 4), torch.zeros(4, 4, dtype=torch.bool)
 >>> mask[:2] = True
 >>> highlight_region(image, mask, dim=0.25)[0, :, 0].tolist()
 [1.0, 1.0, 0.25, 0.25]
->>> find_concepts("Two striped dogs on grass", ["dog", "cat", "texture=striped"])
-('dog', 'texture=striped')
 """
 
 from __future__ import annotations
@@ -20,19 +20,22 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_maia.errors import ConfigurationError, MalformedResponseError, bad_option
 from lightning_maia.tools.backends.base import Description, ImageItem, Usage
+from lightning_maia.tools.backends.regions import (
+    EMPTY_REGION_TEXT,
+    crop_to_region,
+    dim_outside,
+    is_empty_region,
+    match_concepts,
+)
 from lightning_maia.tools.backends.vlm import ChatMessage, VLMClient, user_message
-
-#: The description of a region whose mask is empty; no request is made for it.
-EMPTY_REGION_TEXT = "nothing highlighted"
 
 DESCRIBE_PROMPT = "describe_region"
 SUMMARIZE_PROMPT = "summarize_regions"
@@ -53,43 +56,27 @@ def _load_prompt(name: str) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def region_mask(mask: Tensor, height: int, width: int) -> Tensor:
-    """``mask`` as a bool (height, width) tensor: nearest resize, float masks cut at 0.5."""
-    if mask.ndim != 2:
-        raise bad_option("mask", "a (H, W) tensor or None", tuple(mask.shape))
-    binary = mask if mask.dtype == torch.bool else mask > 0.5
-    if tuple(binary.shape) != (height, width):
-        resized = F.interpolate(binary[None, None].float(), size=(height, width), mode="nearest")
-        binary = resized[0, 0] > 0.5
-    return binary.to(device="cpu")
-
-
 def highlight_region(image: Tensor, mask: Tensor | None, dim: float = 0.3) -> Tensor:
-    """``image`` with every pixel outside ``mask`` scaled by ``dim`` (None: the image as is)."""
-    if mask is None:
-        return image
-    inside = region_mask(mask, image.shape[-2], image.shape[-1]).to(image.device)
-    return torch.where(inside, image, image * dim)
+    """MAIA's view of a region: ``image`` with every pixel outside ``mask`` scaled by ``dim``
+    (None: the image as is). The describer's default dimming; see :func:`.regions.dim_outside`.
+    """
+    return dim_outside(image, mask, dim)
 
 
 def crop_region(image: Tensor, mask: Tensor, margin: float = 0.15) -> Tensor:
-    """The box around ``mask``, widened by ``margin`` of its size per side, scaled up so that
-    its longer side is the image's longer side."""
-    height, width = image.shape[-2:]
-    inside = region_mask(mask, height, width)
-    rows, cols = inside.any(dim=1).nonzero(), inside.any(dim=0).nonzero()
-    if rows.numel() == 0:
+    """A close-up of ``mask``'s region: ``image`` cut to the mask's box grown by ``margin``
+    times its longer side on every side (:func:`.regions.crop_to_region`), scaled up so that
+    its longer side is the image's longer side. An empty mask gives the whole image.
+    """
+    crop = crop_to_region(image, mask, margin)
+    if crop is None:
         return image
-    top, bottom = int(rows.min()), int(rows.max()) + 1
-    left, right = int(cols.min()), int(cols.max()) + 1
-    pad_y, pad_x = round((bottom - top) * margin), round((right - left) * margin)
-    top, bottom = max(0, top - pad_y), min(height, bottom + pad_y)
-    left, right = max(0, left - pad_x), min(width, right + pad_x)
-    crop = image[..., top:bottom, left:right]
-    scale = max(height, width) / max(bottom - top, right - left)
+    height, width = image.shape[-2:]
+    crop_height, crop_width = crop.shape[-2:]
+    scale = max(height, width) / max(crop_height, crop_width)
     if scale <= 1:
         return crop
-    size = (round((bottom - top) * scale), round((right - left) * scale))
+    size = (round(crop_height * scale), round(crop_width * scale))
     return F.interpolate(crop[None].float(), size=size, mode="bilinear", align_corners=False)[0]
 
 
@@ -109,34 +96,16 @@ def parse_answer(reply: str, *, first_line: bool = True) -> str:
     return " ".join(text.split())
 
 
-def find_concepts(text: str, vocabulary: Sequence[str]) -> tuple[str, ...]:
-    """The vocabulary terms that ``text`` names: whole words, any case, a plural -s/-es allowed.
-
-    A term ``attribute=value`` (the procedural world's concepts) is found by its value.
-    """
-    found: list[str] = []
-    for term in dict.fromkeys(vocabulary):
-        if _term_pattern(term).search(text):
-            found.append(term)
-    return tuple(found)
-
-
-@lru_cache(maxsize=4096)
-def _term_pattern(term: str) -> re.Pattern[str]:
-    words = term.split("=", 1)[-1].replace("_", " ").split()
-    body = r"\s+".join(re.escape(word) for word in words) or re.escape(term)
-    return re.compile(rf"(?<!\w){body}(?:s|es)?(?!\w)", re.IGNORECASE)
-
-
 class VLMDescriber:
     """Describe (one request per region) and summarize (one request for all) with a VLM.
 
     ``client`` carries the endpoint, model, timeout and retries (None: a :class:`VLMClient`
     configured from the environment). ``vocabulary`` terms found in a description become its
-    ``concepts``. Outside the mask, pixels are scaled by ``dim``; ``show_crop`` also sends a
-    close-up of the region; ``detail`` is OpenAI's image resolution hint. Up to
-    ``max_concurrency`` describe requests run at once. An empty mask gets
-    :data:`EMPTY_REGION_TEXT` without a request.
+    ``concepts`` (:func:`~lightning_maia.tools.backends.regions.match_concepts`). Outside the
+    mask, pixels are scaled by ``dim``; ``show_crop`` also sends a close-up of the region
+    (:func:`crop_region`, its box grown by ``crop_margin`` of its longer side); ``detail`` is
+    OpenAI's image resolution hint. Up to ``max_concurrency`` describe requests run at once. An
+    empty mask gets :data:`EMPTY_REGION_TEXT` without a request.
     """
 
     name = "vlm"
@@ -196,7 +165,7 @@ class VLMDescriber:
         shown = [
             highlight_region(item.image, mask, self.dim)
             for item, mask in zip(images, masks, strict=True)
-            if not _is_empty(mask)
+            if not is_empty_region(mask)
         ]
         if not shown:
             return Description(EMPTY_REGION_TEXT)
@@ -211,7 +180,7 @@ class VLMDescriber:
         return [user_message(load_prompt(DESCRIBE_PROMPT), shown, self.detail)]
 
     def _describe_one(self, item: ImageItem, mask: Tensor | None) -> Description:
-        if _is_empty(mask):
+        if is_empty_region(mask):
             return Description(EMPTY_REGION_TEXT)
         return self._ask(self.describe_messages(item.image, mask), first_line=True)
 
@@ -222,13 +191,7 @@ class VLMDescriber:
             raise MalformedResponseError(
                 f"{self.client.endpoint} answered without a description: {result.text!r}"
             )
-        return Description(text, find_concepts(text, self.vocabulary), result.usage)
-
-
-def _is_empty(mask: Tensor | None) -> bool:
-    if mask is None:
-        return False
-    return not bool((mask if mask.dtype == torch.bool else mask > 0.5).any())
+        return Description(text, match_concepts(text, self.vocabulary), result.usage)
 
 
 def _check_lengths(images: Sequence[ImageItem], masks: Sequence[Tensor | None]) -> None:
