@@ -1,0 +1,1 @@
+"""Lightning callbacks that run the interpretability agent where people train."""

@@ -1,0 +1,163 @@
+"""UnitInterpreter in real Lightning fits: when it runs, what it logs, drift, resume, errors."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pandas as pd
+import pytest
+import torch
+from helpers.lightning_models import ShapesClassifier, SwitchingNeurons, shapes_loaders
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_maia.callbacks.unit_interpreter import DESCRIBE_HINT, UnitInterpreter
+from lightning_maia.errors import ConfigurationError, UnitSpecError
+from lightning_maia.world import ShapesWorld
+
+
+def trainer(tmp_path: Path, callbacks, epochs: int = 2, **kwargs) -> pl.Trainer:
+    options = {
+        "default_root_dir": tmp_path,
+        "max_epochs": epochs,
+        "logger": CSVLogger(tmp_path, name="logs"),
+        "callbacks": callbacks,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_train_batches": 2,
+        "num_sanity_val_steps": 1,
+        "log_every_n_steps": 1,
+    }
+    return pl.Trainer(**{**options, **kwargs})
+
+
+@pytest.mark.slow
+def test_describes_units_every_epoch_and_logs_everything(tmp_path: Path) -> None:
+    train, val = shapes_loaders()
+    interpreter = UnitInterpreter(
+        units=["features.2:*"], strategy="top_active", max_units=2, k=6, progress=False
+    )
+    run = trainer(tmp_path, [interpreter])
+    run.fit(ShapesClassifier(), train, val)
+
+    # Sanity checking did not run it: one entry per epoch and unit.
+    assert len(interpreter.history) == 2
+    assert all([row["epoch"] for row in rows] == [0, 1] for rows in interpreter.history.values())
+    assert len(interpreter.reports) == 2 and all(r.status == "ok" for r in interpreter.reports)
+    metrics = pd.read_csv(Path(run.logger.log_dir) / "metrics.csv")
+    described = metrics["maia/units_described"].dropna().tolist()
+    assert described == [2.0, 2.0]
+    log_dir = Path(run.logger.log_dir)
+    tables = sorted((log_dir / "maia").rglob("*.csv"))
+    assert tables, "the unit-report table was written beside metrics.csv"
+    report = tmp_path / "logs" / "version_0" / "maia" / "report.html"
+    assert report.exists() or (log_dir / "maia" / "report.html").exists()
+    assert sorted((log_dir / "maia").glob("epoch-*/report.html")) or sorted(
+        Path(run.log_dir, "maia").glob("epoch-*/report.html")
+    )
+    assert set(interpreter.drift_table().columns) == {
+        "unit",
+        "epoch",
+        "label",
+        "changed",
+        "status",
+        "score",
+    }
+
+
+def test_top_active_picks_the_units_with_highest_mean_activation(tmp_path: Path) -> None:
+    train, val = shapes_loaders(val=64)
+    interpreter = UnitInterpreter(
+        units=["features.2:*"], strategy="top_active", max_units=3, k=4, progress=False
+    )
+    model = ShapesClassifier()
+    trainer(tmp_path, [interpreter], epochs=1).fit(model, train, val)
+    from lightning_maia.exemplars import compute_exemplars
+
+    exemplars = compute_exemplars(model, val.dataset, ["features.2:*"], k=4, progress=False)
+    means = {u.spec: exemplars.mean_activation(u) for u in exemplars.units}
+    expected = sorted(means, key=lambda spec: -means[spec])[:3]
+    assert sorted(r.unit for r in interpreter.reports) == sorted(expected)
+
+
+def test_fast_dev_run_skips(tmp_path: Path) -> None:
+    train, val = shapes_loaders()
+    interpreter = UnitInterpreter(units=["features.2:0"], progress=False)
+    pl.Trainer(
+        default_root_dir=tmp_path,
+        fast_dev_run=True,
+        callbacks=[interpreter],
+        enable_progress_bar=False,
+    ).fit(ShapesClassifier(), train, val)
+    assert interpreter.history == {}
+
+
+def test_bad_specs_fail_at_setup_before_training(tmp_path: Path) -> None:
+    train, val = shapes_loaders()
+    model = ShapesClassifier()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(UnitSpecError, match=r"no layer 'feature.2'.*closest: features.2"):
+        trainer(tmp_path, [UnitInterpreter(units=["feature.2:0"])]).fit(model, train, val)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"units": []}, "`units`"),
+        ({"strategy": "loudest"}, "`strategy` can be top_active, most_changed, random or None"),
+        ({"when": "always"}, "`when` can be validation or fit_end, got 'always'"),
+        ({"on_error": "ignore"}, "`on_error` can be warn or raise"),
+        ({"every_n_epochs": 0}, "`every_n_epochs` can be a positive integer, got 0"),
+    ],
+)
+def test_bad_options_are_named(kwargs: dict, match: str) -> None:
+    arguments = {"units": ["features.2:0"], **kwargs}
+    with pytest.raises(ConfigurationError, match=match):
+        UnitInterpreter(**arguments)
+
+
+@pytest.mark.slow
+def test_drift_marks_when_a_label_flips(tmp_path: Path) -> None:
+    val = DataLoader(ShapesWorld(size=128, seed=5, split="val"), batch_size=64)
+    train = DataLoader(ShapesWorld(size=8, seed=6), batch_size=8)
+    interpreter = UnitInterpreter(units=["neurons:0"], k=8, progress=False)
+    trainer(tmp_path, [interpreter], epochs=2, limit_train_batches=1).fit(
+        SwitchingNeurons(), train, val
+    )
+    rows = interpreter.history["neurons:0"]
+    assert [row["changed"] for row in rows] == [False, True]
+    assert rows[0]["label"] == "stars" and rows[1]["label"] != "stars"
+    assert interpreter.reports[0].concepts == ("colour=red",)
+    drift = interpreter.drift_table()
+    assert drift["changed"].tolist() == [False, True]
+
+
+@pytest.mark.slow
+def test_history_survives_resume(tmp_path: Path) -> None:
+    train, val = shapes_loaders(val=48)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = UnitInterpreter(units=["features.2:0"], k=4, progress=False)
+    trainer(tmp_path, [first, checkpoint], epochs=1).fit(ShapesClassifier(), train, val)
+    resumed = UnitInterpreter(units=["features.2:0"], k=4, progress=False)
+    trainer(tmp_path, [resumed], epochs=2).fit(
+        ShapesClassifier(), train, val, ckpt_path=tmp_path / "ckpt" / "last.ckpt"
+    )
+    assert [row["epoch"] for row in resumed.history["features.2:0"]] == [0, 1]
+
+
+def test_undescribable_data_logs_exemplars_and_says_what_to_configure(tmp_path: Path) -> None:
+    noise = TensorDataset(torch.rand(40, 3, 32, 32), torch.randint(0, 9, (40,)))
+    interpreter = UnitInterpreter(units=["features.2:0-1"], k=4, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(tmp_path, [interpreter], epochs=2).fit(
+            ShapesClassifier(), DataLoader(noise, batch_size=20), DataLoader(noise, batch_size=20)
+        )
+    hints = [w for w in caught if DESCRIBE_HINT in str(w.message)]
+    assert len(hints) == 1  # said once, not every epoch
+    assert [r.label for r in interpreter.reports] == ["(no describer)"] * 2
+    assert all(r.details["mean_activation"] is not None for r in interpreter.reports)
