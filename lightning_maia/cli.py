@@ -6,6 +6,7 @@ Exit codes: 0 pass, 1 a check failed, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -32,13 +33,16 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, help="JSON file to write (for `all`: a directory)")
     bench.add_argument("--quick", action="store_true", help="a smaller version, for CI")
     bench.add_argument("--seed", type=int, default=0, help="seed for everything random")
+    bench.add_argument(
+        "--agent", default="scientist", help="the agent a benchmark runs, where it runs one"
+    )
     return parser
 
 
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(partial, path)
 
 
@@ -58,7 +62,10 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     names = sorted(BENCHMARKS) if args.name == "all" else [args.name]
     for name in names:
-        figures = get_benchmark(name)(quick=args.quick, seed=args.seed)
+        run = get_benchmark(name)
+        # Only benchmarks that run an agent take --agent.
+        extra = {"agent": args.agent} if "agent" in inspect.signature(run).parameters else {}
+        figures = run(quick=args.quick, seed=args.seed, **extra)
         if args.out is not None:
             out = args.out / f"{name}.json" if args.name == "all" else args.out
             _write_json_atomically(out, figures)

@@ -176,7 +176,8 @@ class UnitInterpreter(Callback):
         # Rank zero decides; every rank logs the same numbers (EarlyStopping may monitor them).
         summary = trainer.strategy.broadcast(summary, src=0)
         for name, value in (summary or {}).items():
-            pl_module.log(f"maia/{name}", float(value), on_epoch=True, sync_dist=False)
+            # The values are equal on every rank (broadcast), so syncing changes nothing.
+            pl_module.log(f"maia/{name}", float(value), on_epoch=True, sync_dist=True)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -90,3 +90,17 @@ def shapes_loaders(train: int = 96, val: int = 96, batch_size: int = 32, seed: i
         ShapesWorld(size=val, seed=seed + 1, split="val"), batch_size=batch_size
     )
     return train_loader, val_loader
+
+
+class ShapesDataModule(pl.LightningDataModule):
+    """ShapesWorld train/val loaders, for LightningCLI configs in tests."""
+
+    def __init__(self, train: int = 64, val: int = 64, batch_size: int = 32) -> None:
+        super().__init__()
+        self.train, self.val, self.batch_size = train, val, batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return shapes_loaders(self.train, self.val, self.batch_size)[0]
+
+    def val_dataloader(self) -> DataLoader:
+        return shapes_loaders(self.train, self.val, self.batch_size)[1]
