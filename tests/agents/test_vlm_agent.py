@@ -8,18 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.chat_server import (
+
+from lightning_maia.agents.tasks import TaskSpec
+from lightning_maia.agents.vlm_agent import VLMAgent
+from lightning_maia.errors import ConfigurationError
+from lightning_maia.subject import Subject
+from lightning_maia.testing.chat_server import (
     ChatServer,
     error_reply,
     text_reply,
     tool_call_reply,
     tool_calls_reply,
 )
-
-from lightning_maia.agents.tasks import TaskSpec
-from lightning_maia.agents.vlm_agent import VLMAgent
-from lightning_maia.errors import ConfigurationError
-from lightning_maia.subject import Subject
 from lightning_maia.tools.backends.vlm import VLMClient, data_url_to_image
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import NeuronSpec, ShapesWorld, SyntheticNeuronModel

@@ -7,13 +7,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pandas as pd
 import pytest
-from helpers.chat_server import ChatServer, tool_call_reply
 from helpers.lightning_models import ShapesClassifier, ShapesDataModule, shapes_loaders
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.testing.chat_server import ChatServer, tool_call_reply
 from lightning_maia.tools.backends.vlm import VLMClient
 
 FINAL = {"label": "edges", "description": "fires on edges", "concepts": [], "logic": "single"}

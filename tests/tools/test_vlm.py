@@ -20,17 +20,6 @@ from typing import Any
 
 import pytest
 import torch
-from helpers.chat_server import (
-    ChatServer,
-    ScriptedResponse,
-    dropped_connection,
-    empty_choices_reply,
-    error_reply,
-    malformed_reply,
-    text_reply,
-    tool_call_reply,
-    tool_calls_reply,
-)
 from PIL import Image
 
 from lightning_maia.errors import (
@@ -40,6 +29,17 @@ from lightning_maia.errors import (
     ConfigurationError,
     MalformedResponseError,
     MissingDependencyError,
+)
+from lightning_maia.testing.chat_server import (
+    ChatServer,
+    ScriptedResponse,
+    dropped_connection,
+    empty_choices_reply,
+    error_reply,
+    malformed_reply,
+    text_reply,
+    tool_call_reply,
+    tool_calls_reply,
 )
 from lightning_maia.tools.backends.base import ImageDescriber, ImageItem, ImageSummarizer
 from lightning_maia.tools.backends.regions import EMPTY_REGION_TEXT

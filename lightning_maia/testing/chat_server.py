@@ -14,8 +14,8 @@ without choices, a dropped connection.
 >>> reply["choices"][0]["message"]["content"], server.requests[0].model
 ('a red circle', 'm')
 
-In a conftest, ``from helpers.chat_server import chat_server  # noqa: F401`` registers the
-:func:`chat_server` fixture: a started server with an empty script, stopped at teardown.
+It is public so that users can test their own pipelines against a scripted VLM, offline; the
+``overhead`` benchmark uses it as a slow stub VLM.
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 MODELS_PATHS = ("/v1/models", "/models")
@@ -491,10 +489,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:  # The client gave up (its timeout) and closed the connection.
             self.close_connection = True
-
-
-@pytest.fixture
-def chat_server() -> Iterator[ChatServer]:
-    """A started :class:`ChatServer` with an empty script (see ``enqueue``, ``set_script``)."""
-    with ChatServer() as server:
-        yield server
