@@ -16,6 +16,7 @@ from lightning_maia.errors import bad_option
 #: Benchmark name -> module under lightning_maia.bench.
 BENCHMARKS: dict[str, str] = {
     "exemplars": "lightning_maia.bench.exemplars",
+    "overhead": "lightning_maia.bench.overhead",
     "neurons": "lightning_maia.bench.neurons",
     "tools": "lightning_maia.bench.tools",
     "world": "lightning_maia.bench.world",

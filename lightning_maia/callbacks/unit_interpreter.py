@@ -81,6 +81,8 @@ class UnitInterpreter(Callback):
         on_error: ``warn`` (log a warning and a failed report) or ``raise``.
         seed: seeds the agent's and the strategy's choices.
         progress: show a progress bar over units.
+        concurrency: units studied at once by an agent that waits on a remote model (a
+            :class:`VLMAgent`); the offline scientist studies one unit at a time.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class UnitInterpreter(Callback):
         on_error: str = "warn",
         seed: int = 0,
         progress: bool = True,
+        concurrency: int = 4,
     ) -> None:
         if isinstance(units, str):
             units = [units]
@@ -116,7 +119,12 @@ class UnitInterpreter(Callback):
             raise bad_option("when", " or ".join(WHEN), when)
         if on_error not in ON_ERROR:
             raise bad_option("on_error", " or ".join(ON_ERROR), on_error)
-        for name, value in (("max_units", max_units), ("every_n_epochs", every_n_epochs), ("k", k)):
+        for name, value in (
+            ("max_units", max_units),
+            ("every_n_epochs", every_n_epochs),
+            ("k", k),
+            ("concurrency", concurrency),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad_option(name, "a positive integer", value)
         self.units = list(units)
@@ -136,6 +144,7 @@ class UnitInterpreter(Callback):
         self.on_error = on_error
         self.seed = seed
         self.progress = progress
+        self.concurrency = concurrency
         #: unit spec -> one entry per run: epoch, label, changed, status, score.
         self.history: dict[str, list[dict[str, Any]]] = {}
         #: The latest reports, one per unit interpreted in the last finished run.
@@ -216,14 +225,21 @@ class UnitInterpreter(Callback):
                 "the trainer a validation dataloader; skipping"
             )
             return None
+        epoch = trainer.current_epoch
+        if self.background and trainer.world_size == 1:
+            # One process: the exemplar pass moves into the worker too, off the training path.
+            assert self._executor is not None
+            self._pending.append(
+                self._executor.submit(self._study, snapshot(pl_module), dataset, epoch)
+            )
+            return None
         # Every rank reads its shard; the merged exemplars are the same on all ranks.
         exemplars = compute_exemplars(
             pl_module, dataset, self._selections, k=self.k, progress=False
         )
         if not trainer.is_global_zero:
             return None
-        units = self._choose_units(exemplars, trainer.current_epoch)
-        epoch = trainer.current_epoch
+        units = self._choose_units(exemplars, epoch)
         if self.background:
             assert self._executor is not None
             frozen = snapshot(pl_module)
@@ -233,6 +249,13 @@ class UnitInterpreter(Callback):
             return None
         _, runs = self._interpret(pl_module, exemplars, units, epoch)
         return self._record(trainer, epoch, runs)
+
+    def _study(
+        self, module: pl.LightningModule, dataset: Dataset[Any], epoch: int
+    ) -> tuple[int, list[_UnitRun]]:
+        """Exemplars, unit choice and the agent, all on a snapshot (background mode)."""
+        exemplars = compute_exemplars(module, dataset, self._selections, k=self.k, progress=False)
+        return self._interpret(module, exemplars, self._choose_units(exemplars, epoch), epoch)
 
     def _choose_units(self, exemplars: ExemplarResult, epoch: int) -> list[Unit]:
         candidates = exemplars.units
@@ -269,14 +292,8 @@ class UnitInterpreter(Callback):
             preprocess=self.preprocess,
             class_names=self.class_names,
         )
-        runs = []
-        for unit in tqdm(
-            units,
-            desc=f"interpreting units (epoch {epoch})",
-            leave=False,
-            disable=not self.progress,
-        ):
-            toolbox = Toolbox(
+        toolboxes = [
+            Toolbox(
                 subject,
                 unit,
                 exemplars=exemplars,
@@ -285,7 +302,22 @@ class UnitInterpreter(Callback):
                 describer=self.describer,
                 seed=self.seed + epoch,
             )
-            runs.append(_UnitRun(unit, toolbox, self._report(toolbox, exemplars, unit)))
+            for unit in units
+        ]
+        remote = isinstance(self.agent, VLMAgent) and self.concurrency > 1
+        if remote and all(self._can_describe(toolbox) for toolbox in toolboxes):
+            reports = self._run_concurrently(toolboxes)
+        else:
+            reports = [
+                self._report(toolbox, exemplars, toolbox.unit)
+                for toolbox in tqdm(
+                    toolboxes,
+                    desc=f"interpreting units (epoch {epoch})",
+                    leave=False,
+                    disable=not self.progress,
+                )
+            ]
+        runs = [_UnitRun(t.unit, t, r) for t, r in zip(toolboxes, reports, strict=True)]
         return epoch, runs
 
     def _report(self, toolbox: Toolbox, exemplars: ExemplarResult, unit: Unit) -> UnitReport:
@@ -309,6 +341,19 @@ class UnitInterpreter(Callback):
                 raise
             rank_zero_warn(f"UnitInterpreter: the agent failed on {unit.spec}: {error}")
             return UnitReport.failed(unit.spec, self.task.name, self.agent.name, str(error))
+
+    def _run_concurrently(self, toolboxes: list[Toolbox]) -> list[UnitReport]:
+        assert isinstance(self.agent, VLMAgent)
+        try:
+            return self.agent.run_many(toolboxes, self.task, concurrency=self.concurrency)
+        except (MaiaError, OSError, TimeoutError) as error:
+            if self.on_error == "raise":
+                raise
+            rank_zero_warn(f"UnitInterpreter: the agent failed: {error}")
+            return [
+                UnitReport.failed(t.unit.spec, self.task.name, self.agent.name, str(error))
+                for t in toolboxes
+            ]
 
     def _can_describe(self, toolbox: Toolbox) -> bool:
         check = getattr(toolbox.describer, "can_describe", None)
