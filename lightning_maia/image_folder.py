@@ -1,0 +1,76 @@
+"""Images from a folder, read with PIL (no torchvision): ``root/CLASS/*.png`` or a flat folder.
+
+Items are ``(float (3, size, size) in [0, 1], label)``; with class subfolders the label is the
+class index (``class_names`` sorted), in a flat folder it is -1.
+
+>>> import tempfile, pathlib
+>>> from PIL import Image
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> for name in ("cat", "dog"):
+...     (root / name).mkdir()
+...     Image.new("RGB", (10, 8), "red").save(root / name / "a.png")
+>>> folder = ImageFolder(root, size=4)
+>>> len(folder), folder.class_names, folder[1][0].shape, folder[1][1]
+(2, ['cat', 'dog'], torch.Size([3, 4, 4]), 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from lightning_maia.errors import ConfigurationError, bad_option
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class ImageFolder(Dataset[tuple[torch.Tensor, int]]):
+    """Every image under ``root``, resized to ``size`` x ``size``."""
+
+    def __init__(self, root: str | Path, size: int = 224) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ConfigurationError(f"`image_folder` must be a directory, got {str(root)!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise bad_option("size", "a positive integer", size)
+        self.size = size
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir())
+        self.class_names = [p.name for p in folders]
+        self.items: list[tuple[Path, int]] = []
+        if folders:
+            for label, folder in enumerate(folders):
+                self.items.extend((path, label) for path in _images_in(folder))
+        else:
+            self.items = [(path, -1) for path in _images_in(self.root)]
+        if not self.items:
+            raise ConfigurationError(
+                f"no images ({', '.join(IMAGE_SUFFIXES)}) under {str(self.root)!r}"
+            )
+
+    @property
+    def cache_key(self) -> str:
+        """Identity for the exemplar cache: the files, their sizes and modification times."""
+        digest = hashlib.blake2b(digest_size=16)
+        for path, label in self.items:
+            stat = path.stat()
+            digest.update(f"{path}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        return f"ImageFolder:{self.size}:{digest.hexdigest()}"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[index]
+        with Image.open(path) as image:
+            rgb = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
+            array = np.asarray(rgb, dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous(), label
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
