@@ -36,7 +36,65 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--agent", default="scientist", help="the agent a benchmark runs, where it runs one"
     )
+    _add_audit_parser(commands)
+    report = commands.add_parser("report", help="re-render the HTML report from saved results")
+    report.add_argument("results", type=Path, help="a results folder written by `audit`")
+    report.add_argument("--out", type=Path, help="HTML file to write (default RESULTS/report.html)")
+    report.add_argument("--title", default="lightning-maia report", help="the page title")
     return parser
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_audit_parser(commands: Any) -> None:
+    audit = commands.add_parser(
+        "audit",
+        help="audit a trained model: interpret units, check spurious features, flag inputs",
+        description="Exit codes: 0 every check passed, 1 a check failed, 2 usage or "
+        "configuration error.",
+    )
+    source = audit.add_argument_group("model and data")
+    source.add_argument("--model", help="LightningModule class path, e.g. pkg.module.Classifier")
+    source.add_argument("--ckpt", type=Path, help="checkpoint with the weights to audit")
+    source.add_argument("--config", type=Path, help="a LightningCLI config (model and data)")
+    source.add_argument("--datamodule", help="LightningDataModule class path (its val data)")
+    source.add_argument("--image-folder", type=Path, help="a folder of images (class subfolders)")
+    source.add_argument("--image-size", type=int, default=224, help="image side for the folder")
+    source.add_argument("--class-names", type=_comma_list, help="comma-separated class names")
+    what = audit.add_argument_group("what to check")
+    what.add_argument("--units", nargs="+", required=True, help="unit specs, e.g. layer4:0-9")
+    what.add_argument(
+        "--tasks",
+        type=_comma_list,
+        default=["interpret"],
+        help="comma-separated: interpret, spurious, flagging",
+    )
+    what.add_argument(
+        "--strategy",
+        choices=["top_active", "most_changed", "random"],
+        help="pick --max-units of the units",
+    )
+    what.add_argument("--max-units", type=int, default=8)
+    what.add_argument("--k", type=int, default=15, help="exemplars per unit")
+    what.add_argument("--spurious-attributes", type=_comma_list, default=["background"])
+    agent = audit.add_argument_group("agent and backends")
+    agent.add_argument("--agent", default="scientist", help="scientist, vlm or vlm-code")
+    agent.add_argument("--vlm-model", help="VLM model name (else OPENAI_MODEL)")
+    agent.add_argument("--vlm-base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL)")
+    agent.add_argument("--generator-pipeline", help="diffusers text-to-image pipeline path")
+    agent.add_argument("--editor-pipeline", help="diffusers image-edit pipeline path")
+    gates = audit.add_argument_group("CI gates")
+    gates.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        help="fail when a condition holds, e.g. 'spurious_units>0' (repeatable)",
+    )
+    gates.add_argument("--baseline", type=Path, help="earlier audit results, for label_drift")
+    audit.add_argument("--out", type=Path, default=Path("maia_audit"), help="output folder")
+    audit.add_argument("--seed", type=int, default=0)
 
 
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
@@ -73,6 +131,51 @@ def _run_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_audit(args: argparse.Namespace) -> int:
+    from lightning_maia.recipes.audit import AuditOptions, run_audit
+
+    options = AuditOptions(
+        units=args.units,
+        model=args.model,
+        ckpt=args.ckpt,
+        config=args.config,
+        datamodule=args.datamodule,
+        image_folder=args.image_folder,
+        image_size=args.image_size,
+        tasks=args.tasks,
+        agent=args.agent,
+        vlm_model=args.vlm_model,
+        vlm_base_url=args.vlm_base_url,
+        generator_pipeline=args.generator_pipeline,
+        editor_pipeline=args.editor_pipeline,
+        class_names=args.class_names,
+        strategy=args.strategy,
+        max_units=args.max_units,
+        k=args.k,
+        seed=args.seed,
+        out=args.out,
+        fail_on=args.fail_on,
+        baseline=args.baseline,
+        spurious_attributes=args.spurious_attributes,
+    )
+    outcome = run_audit(options)
+    for check in outcome.checks:
+        mark = "PASS" if check.passed else "FAIL"
+        print(f"{mark}  {check.name}: {check.message}")
+    print(f"results, report and JUnit XML in {outcome.out}")
+    return EXIT_OK if outcome.exit_code == 0 else EXIT_CHECK_FAILED
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from lightning_maia.reporting.html_report import write_report
+    from lightning_maia.reporting.results_store import load_results
+
+    sections, meta = load_results(args.results)
+    target = args.out or (args.results / "report.html")
+    print(write_report(target, sections, title=args.title, meta=meta))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = _build_parser()
@@ -80,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return _run_bench(args)
+        if args.command == "audit":
+            return _run_audit(args)
+        if args.command == "report":
+            return _run_report(args)
     except MaiaError as error:
         print(f"lightning-maia: error: {error}", file=sys.stderr)
         return EXIT_USAGE

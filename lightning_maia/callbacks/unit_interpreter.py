@@ -37,7 +37,11 @@ from lightning_maia.callbacks._shared import (
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars, mask_images
 from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for
-from lightning_maia.reporting.html_report import sections_from_toolbox, write_report
+from lightning_maia.reporting.html_report import (
+    UnitSection,
+    sections_from_toolbox,
+    write_report,
+)
 from lightning_maia.subject import Subject
 from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
 from lightning_maia.tools.toolbox import Toolbox
@@ -149,6 +153,8 @@ class UnitInterpreter(Callback):
         self.history: dict[str, list[dict[str, Any]]] = {}
         #: The latest reports, one per unit interpreted in the last finished run.
         self.reports: list[UnitReport] = []
+        #: The latest run's report sections (reports with their images), for saving.
+        self.sections: list[UnitSection] = []
         self._previous_exemplars: dict[str, list[int]] = {}
         self._selections: list[UnitSelection] = []
         self._adapters: list[LoggerAdapter] | None = None
@@ -430,6 +436,7 @@ class UnitInterpreter(Callback):
             )
             for run in runs
         ]
+        self.sections = sections
         report_path = write_report(
             root / f"epoch-{epoch:03d}" / "report.html",
             sections,
