@@ -36,6 +36,11 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--agent", default="scientist", help="the agent a benchmark runs, where it runs one"
     )
+    demo = commands.add_parser("demo", help="the end-to-end demo on the procedural world")
+    demo.add_argument("--out", type=Path, default=Path("maia_demo"), help="output folder")
+    demo.add_argument("--quick", action="store_true", help="a smaller run, for CI")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--cache-dir", type=Path, help="where the pretrained backbone is cached")
     _add_audit_parser(commands)
     report = commands.add_parser("report", help="re-render the HTML report from saved results")
     report.add_argument("results", type=Path, help="a results folder written by `audit`")
@@ -166,6 +171,14 @@ def _run_audit(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.exit_code == 0 else EXIT_CHECK_FAILED
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from lightning_maia.recipes.demo import print_summary, run_demo
+
+    summary = run_demo(args.out, quick=args.quick, seed=args.seed, cache_dir=args.cache_dir)
+    print_summary(summary)
+    return EXIT_OK
+
+
 def _run_report(args: argparse.Namespace) -> int:
     from lightning_maia.reporting.html_report import write_report
     from lightning_maia.reporting.results_store import load_results
@@ -183,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return _run_bench(args)
+        if args.command == "demo":
+            return _run_demo(args)
         if args.command == "audit":
             return _run_audit(args)
         if args.command == "report":
