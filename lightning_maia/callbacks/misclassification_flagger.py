@@ -44,6 +44,7 @@ from lightning_maia.analysis.class_bias import (
 )
 from lightning_maia.callbacks._shared import ON_ERROR, output_root, should_skip, validation_dataset
 from lightning_maia.errors import MaiaError, bad_option
+from lightning_maia.exemplars import ExemplarResult, compute_exemplars
 from lightning_maia.reporting.adapters import adapters_for
 from lightning_maia.reporting.html_report import sections_from_toolbox, write_report
 from lightning_maia.subject import Subject
@@ -88,10 +89,13 @@ class FlaggingResult:
     coefficients: dict[str, float]
     flagged_rate: float
     subgroup_count: int
+    #: The features (``msp`` risk, ``reliance``, ``subgroup``) and errors of the calibration
+    #: data the combination was fitted on (None when it was cross-fitted).
+    calibration: pd.DataFrame | None = None
 
     def top(self, n: int) -> pd.DataFrame:
-        """The ``n`` riskiest inputs."""
-        return self.table.head(n)
+        """The ``n`` riskiest flagged inputs."""
+        return self.table[self.table["flagged"]].head(n)
 
     def summary(self) -> dict[str, float]:
         """The numbers logged as scalars (NaN metrics left out)."""
@@ -125,6 +129,8 @@ class MisclassificationFlagger(Callback):
         max_checked_units: units (most influential first) the own check examines.
         class_bias: run the class-bias audit on the class logits.
         audit_classes: the classes audited (default: all).
+        images_per_value: images the offline scientist scores per attribute value in the
+            class-bias audit.
         candidate_attributes: attributes the agent varies in both audits (default: all).
         concepts: how inputs are matched to subgroups: ``metadata`` (the scene behind each
             procedural item), ``describer`` (the describer's concepts of each image), ``auto``
@@ -157,6 +163,7 @@ class MisclassificationFlagger(Callback):
         max_checked_units: int = 8,
         class_bias: bool = True,
         audit_classes: Sequence[str] | None = None,
+        images_per_value: int = 12,
         candidate_attributes: Sequence[str] = (),
         concepts: str = "auto",
         flag_threshold: float = 0.5,
@@ -184,6 +191,7 @@ class MisclassificationFlagger(Callback):
             ("every_n_epochs", every_n_epochs),
             ("max_checked_units", max_checked_units),
             ("top_n", top_n),
+            ("images_per_value", images_per_value),
             ("batch_size", batch_size),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -207,6 +215,7 @@ class MisclassificationFlagger(Callback):
         self.spurious_check, self.max_checked_units = spurious_check, max_checked_units
         self.class_bias = class_bias
         self.audit_classes = list(audit_classes) if audit_classes is not None else None
+        self.images_per_value = images_per_value
         self.candidate_attributes = tuple(candidate_attributes)
         self.concepts = concepts
         self.flag_threshold, self.top_n = flag_threshold, top_n
@@ -290,16 +299,21 @@ class MisclassificationFlagger(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> dict[str, float]:
         summary: dict[str, float] | None = None
+        dataset = self.dataset if self.dataset is not None else validation_dataset(trainer)
+        remover = remover_spurious_units(trainer.callbacks)  # type: ignore[attr-defined]
+        exemplars = None
+        if dataset is not None and self._needs_own_check(remover):
+            # Every rank joins the (sharded) exemplar pass; only rank zero runs the agent.
+            units = f"{self.feature_layer}:*"
+            exemplars = compute_exemplars(pl_module, dataset, [units], k=15, progress=False)
         if trainer.is_global_zero:
-            dataset = self.dataset if self.dataset is not None else validation_dataset(trainer)
             if dataset is None:
                 rank_zero_warn(
                     "MisclassificationFlagger found no data: pass `dataset=` or give the trainer "
                     "a validation dataloader; skipping"
                 )
             else:
-                remover = remover_spurious_units(trainer.callbacks)  # type: ignore[attr-defined]
-                result = self.flag(pl_module, dataset, remover_units=remover)
+                result = self.flag(pl_module, dataset, remover_units=remover, exemplars=exemplars)
                 summary = result.summary()
                 self._log(trainer, result, dataset)
         # Rank zero decides; every rank logs and gates on the same numbers.
@@ -316,8 +330,14 @@ class MisclassificationFlagger(Callback):
         dataset: Dataset[Any],
         *,
         remover_units: dict[int, str] | None = None,
+        exemplars: ExemplarResult | None = None,
     ) -> FlaggingResult:
-        """Score every input of ``dataset`` and flag the risky ones (no trainer needed)."""
+        """Score every input of ``dataset`` and flag the risky ones (no trainer needed).
+
+        ``remover_units`` (unit index -> description) are the spurious units when neither
+        ``spurious_units`` was given; ``exemplars`` of the ``feature_layer`` units serve the own
+        ``spurious_check`` (computed here when missing).
+        """
         if dataset is self.calibration_data:
             raise bad_option("calibration_data", "held-out data, not the scored dataset", "dataset")
         names = self.class_names or list(getattr(dataset, "class_names", []) or [])
@@ -325,10 +345,14 @@ class MisclassificationFlagger(Callback):
         self._sections = []
         evaluated = collect_outputs(model, head, dataset, self.batch_size, self.preprocess)
         weight = effective_head_weight(head)
-        units = self._spurious_units(model, evaluated, weight, names, remover_units)
+        units = self._spurious_units(
+            model, dataset, evaluated, weight, names, remover_units, exemplars
+        )
         findings = self._findings(model, names)
         concepts = self._concepts(dataset, len(evaluated.labels), bool(findings))
         features, matched, top_units = _features(evaluated, weight, units, findings, concepts)
+        leading = risk.unit_contributions(evaluated.features, weight, evaluated.predictions)
+        leading_units = leading.argmax(dim=1).tolist()
         ids = item_ids(dataset)
         if self.calibration_data is not None:
             held_out = self.calibration_data
@@ -337,10 +361,12 @@ class MisclassificationFlagger(Callback):
             fitting = _features(calibration, weight, units, findings, known)[0]
             combiner = risk.fit_risk_combiner(fitting, calibration.errors, item_ids(held_out))
             maia, combiners = combiner.score(features, ids), [combiner]
+            fitted = _feature_frame(fitting, calibration.errors)
         else:
             maia, combiners = risk.cross_fitted_risk(
                 features, evaluated.errors, ids, folds=self.folds, seed=self.seed
             )
+            fitted = None
         scores = {**risk.baseline_risks(evaluated.logits), "maia": maia}
         confidence = 1.0 - scores["msp"]
         flagged = maia >= self.flag_threshold
@@ -350,6 +376,7 @@ class MisclassificationFlagger(Callback):
                 reliance=float(features[i, 1]),
                 spurious_unit=top_units[i],
                 unit_description=_description(units, top_units[i]),
+                leading=top_units[i] == leading_units[i],
                 subgroup=matched[i],
             )
             for i in range(len(maia))
@@ -367,7 +394,7 @@ class MisclassificationFlagger(Callback):
                 "flagged": flagged.tolist(),
                 "reason": reasons,
             }
-        ).sort_values("maia", ascending=False, kind="stable")
+        )[list(TABLE_COLUMNS)].sort_values("maia", ascending=False, kind="stable")
         coefficients = pd.DataFrame([c.coefficients() for c in combiners]).mean().to_dict()
         self.result = FlaggingResult(
             table=table.reset_index(drop=True),
@@ -377,19 +404,30 @@ class MisclassificationFlagger(Callback):
             coefficients={str(k): float(v) for k, v in coefficients.items()},
             flagged_rate=float(flagged.float().mean()) if len(maia) else 0.0,
             subgroup_count=len(dict.fromkeys(f.group or f.description for f in findings)),
+            calibration=fitted,
         )
         self._decision = self.result.summary()
         return self.result
 
     # -- evidence ---------------------------------------------------------------------------
 
+    def _needs_own_check(self, remover_units: dict[int, str] | None) -> bool:
+        return (
+            self.spurious_units is None
+            and remover_units is None
+            and self.spurious_check
+            and self.feature_layer is not None
+        )
+
     def _spurious_units(
         self,
         model: nn.Module,
+        dataset: Dataset[Any],
         outputs: _Outputs,
         weight: Tensor,
         names: Sequence[str],
         remover_units: dict[int, str] | None,
+        exemplars: ExemplarResult | None,
     ) -> dict[int, str]:
         if self.spurious_units is not None:
             return {u: (remover_units or {}).get(u, "") for u in self.spurious_units}
@@ -406,6 +444,9 @@ class MisclassificationFlagger(Callback):
         contributions = risk.unit_contributions(outputs.features, weight, outputs.predictions)
         influence = contributions.clamp(min=0.0).mean(dim=0)
         ranked = influence.argsort(descending=True)[: self.max_checked_units].tolist()
+        if exemplars is None:
+            specs = [f"{self.feature_layer}:{j}" for j in ranked]
+            exemplars = compute_exemplars(model, dataset, specs, k=15, progress=False)
         subject = Subject(
             model, [f"{self.feature_layer}:{j}" for j in ranked], preprocess=self.preprocess,
             class_names=names or None,
@@ -417,13 +458,13 @@ class MisclassificationFlagger(Callback):
         )
         found: dict[int, str] = {}
         for unit in ranked:
-            toolbox = self._toolbox(subject, f"{self.feature_layer}:{unit}")
+            toolbox = self._toolbox(subject, f"{self.feature_layer}:{unit}", exemplars)
             report = self._agent_run(toolbox, task)
             if report is None:
                 continue
             self._sections.append(sections_from_toolbox(report, toolbox))
             if report.ok and report.verdict == "spurious":
-                found[unit] = report.label.removeprefix("spurious: ").removeprefix("follows ")
+                found[unit] = _unit_words(report.label)
         return found
 
     def _findings(self, model: nn.Module, names: Sequence[str]) -> list[SubgroupFinding]:
@@ -440,6 +481,7 @@ class MisclassificationFlagger(Callback):
                 generator=self.generator,
                 editor=self.editor,
                 describer=self.describer,
+                images_per_value=self.images_per_value,
                 seed=self.seed,
                 on_error=self.on_error,
             )
@@ -475,9 +517,9 @@ class MisclassificationFlagger(Callback):
             )
             return nothing
 
-    def _toolbox(self, subject: Subject, unit: str) -> Toolbox:
+    def _toolbox(self, subject: Subject, unit: str, exemplars: ExemplarResult | None) -> Toolbox:
         return Toolbox(
-            subject, unit, generator=self.generator, editor=self.editor,
+            subject, unit, exemplars=exemplars, generator=self.generator, editor=self.editor,
             describer=self.describer, seed=self.seed,
         )  # fmt: skip
 
@@ -592,17 +634,25 @@ def effective_head_weight(head: nn.Module) -> Tensor:
 
 
 def remover_spurious_units(callbacks: Sequence[Callback]) -> dict[int, str] | None:
-    """Unit index -> description of the units a SpuriousFeatureRemover judged spurious, or None
-    when there is no remover (or it has not judged yet)."""
+    """Unit index -> description of the units a SpuriousFeatureRemover among ``callbacks``
+    judged spurious (its latest ``judgements``), or None when there is no remover or it has not
+    judged yet."""
     for callback in callbacks:
         if type(callback).__name__ != "SpuriousFeatureRemover":
             continue
-        verdicts = getattr(callback, "spurious_units", None)
-        if isinstance(verdicts, dict) and verdicts:
-            return {int(k): str(v) for k, v in verdicts.items()}
-        if isinstance(verdicts, (list, tuple)) and verdicts:
-            return {int(k): "" for k in verdicts}
+        judgements = list(getattr(callback, "judgements", None) or [])
+        if judgements:
+            return {
+                int(j.unit.index): _unit_words(j.report.label)
+                for j in judgements
+                if j.verdict == "spurious"
+            }
     return None
+
+
+def _unit_words(label: str) -> str:
+    """``spurious: follows water background`` -> ``water background``."""
+    return label.removeprefix("spurious: ").removeprefix("follows ")
 
 
 def item_ids(dataset: Dataset[Any]) -> list[str]:
@@ -629,6 +679,11 @@ def _features(
     msp = risk.baseline_risks(outputs.logits)["msp"]
     top = risk.top_spurious_unit(outputs.features, weight, list(units), predictions)
     return torch.stack([msp, reliance, subgroup], dim=1), matched, top
+
+
+def _feature_frame(features: Tensor, errors: Tensor) -> pd.DataFrame:
+    columns = {name: features[:, i].tolist() for i, name in enumerate(risk.MAIA_FEATURES)}
+    return pd.DataFrame({**columns, "error": errors.bool().tolist()})
 
 
 def _find_head(model: nn.Module, name: str | None) -> tuple[str, nn.Linear]:

@@ -1,0 +1,311 @@
+"""MisclassificationFlagger in real Lightning fits: scores, reasons, logs, the gate, failures.
+
+The model reads a shape and a background with synthetic detectors and weighs the background
+more (3 vs 2), so it predicts the background's class: wrong exactly where the background does
+not match the shape, and then its prediction rests on a background unit alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lightning_maia.agents.tasks import TaskSpec
+from lightning_maia.analysis.masked_head import MaskedHead
+from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
+from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
+from lightning_maia.errors import BackendError, ConfigurationError
+from lightning_maia.tools.toolbox import Toolbox
+from lightning_maia.world import SpuriousShapes, SyntheticNeuronLayer
+from lightning_maia.world.neurons import NeuronSpec
+from lightning_maia.world.scene import Concept
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """The agent feeds small batches: one thread beats two fighting over a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+CLASSES = ("circle", "square")
+BACKGROUNDS = ("snow", "grass")
+
+
+class Detectors(nn.Module):
+    """(N, 4) features: circle, square, snow background, grass background (about 0 or 1;
+    a little noise keeps the exemplars of a pooled unit apart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        concepts = [
+            ("shape", "circle"),
+            ("shape", "square"),
+            ("background", "snow"),
+            ("background", "grass"),
+        ]
+        self.neurons = SyntheticNeuronLayer(
+            [NeuronSpec("mono", (Concept(a, v),)) for a, v in concepts], noise_std=0.02
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.neurons(images).amax(dim=(2, 3)) / self.neurons.gain
+
+
+class BackgroundReader(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = Detectors()
+        self.head = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[2.0, 0.0, 3.0, 0.0], [0.0, 2.0, 0.0, 3.0]]))
+            self.head.bias.zero_()
+        self.head.requires_grad_(False)
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images)) + 0 * self.unused
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return (self.unused**2).sum() + 0 * self(batch[0]).sum()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        pass
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD([self.unused], lr=0.1)
+
+
+def data(split: str, size: int) -> SpuriousShapes:
+    return SpuriousShapes(split, size=size, classes=CLASSES, backgrounds=BACKGROUNDS, seed=1)
+
+
+def fit(
+    tmp_path: Path,
+    callbacks: pl.Callback | list[pl.Callback],
+    epochs: int = 1,
+    model: pl.LightningModule | None = None,
+    train: SpuriousShapes | None = None,
+    **options: Any,
+) -> pl.Trainer:
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=epochs,
+        logger=CSVLogger(tmp_path, name="logs"),
+        callbacks=callbacks if isinstance(callbacks, list) else [callbacks],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_train_batches=1,
+        num_sanity_val_steps=1,
+        log_every_n_steps=1,
+        **options,
+    )
+    trainer.fit(
+        model or BackgroundReader(),
+        DataLoader(train or data("train", 8), batch_size=64),
+        DataLoader(data("val", 48), batch_size=16),
+    )
+    return trainer
+
+
+def test_scores_explains_and_logs_every_validation_input(tmp_path: Path) -> None:
+    calibration = data("holdout", 48)
+    flagger = MisclassificationFlagger(
+        feature_layer="features",
+        calibration_data=calibration,
+        candidate_attributes=("background",),
+        max_checked_units=4,
+        top_n=5,
+    )
+    trainer = fit(tmp_path, flagger)
+    result = flagger.result
+    assert result is not None
+    # The agent judged both background detectors spurious, and described them.
+    assert result.spurious_units == {2: "snow background", 3: "grass background"}
+    # Every validation input has scores; errors are exactly the mismatched backgrounds.
+    table = result.table
+    assert len(table) == 48 and set(table["index"]) == set(range(48))
+    rows = data("val", 48).metadata.set_index("index").loc[table["index"]]
+    assert (~table["correct"]).tolist() == (~rows["spurious_match"]).tolist()
+    wrong = table[~table["correct"]]
+    assert (wrong["reliance"] > 0.9).all() and (table[table["correct"]]["reliance"] < 0.7).all()
+    assert wrong["reason"].str.startswith("prediction rests on unit ").all()
+    assert wrong["reason"].str.contains(r"unit [23]: (?:snow|grass) background \(9\d% of its").all()
+    # The class-bias audit found the off-background subgroups of each class.
+    assert {(f.class_name, f.attribute) for f in result.findings} == {
+        ("circle", "background"),
+        ("square", "background"),
+    }
+    assert result.metrics["auroc"]["maia"] > 0.95 and result.metrics["auroc"]["msp"] > 0.9
+    # Scalars went through pl_module.log, into metrics.csv.
+    log_dir = Path(trainer.logger.log_dir)
+    metrics = pd.read_csv(log_dir / "metrics.csv")
+    for name in ("auroc_msp", "auroc_maia", "aupr_error_energy", "flagged_rate", "subgroups_found"):
+        assert metrics[f"maia/{name}"].dropna().size == 1, name
+    assert metrics["maia/subgroups_found"].dropna().iloc[0] == result.subgroup_count >= 2
+    # The flagged table (top 5), every score, the subgroups and the thumbnails, read back.
+    [flagged_csv] = (log_dir / "maia" / "flagged").glob("step-??????.csv")
+    flagged = pd.read_csv(flagged_csv)
+    assert len(flagged) == 5 and flagged["flagged"].all()
+    assert {"index", "label", "prediction", "msp", "maia", "reason"} <= set(flagged.columns)
+    assert flagged["maia"].is_monotonic_decreasing
+    assert len(pd.read_csv(next((log_dir / "maia" / "risk_scores").glob("*.csv")))) == 48
+    assert "background" in set(
+        pd.read_csv(next((log_dir / "maia" / "subgroups").glob("*.csv")))["attribute"]
+    )
+    assert len(list((log_dir / "maia" / "flagged").glob("step-*-*.png"))) == 5
+    captions = pd.read_csv(next((log_dir / "maia" / "flagged").glob("*captions.csv")))
+    assert captions["caption"].str.contains("prediction rests on unit").any()
+    report = (log_dir / "maia" / "flagger" / "epoch-000" / "report.html").read_text()
+    assert "MisclassificationFlagger" in report and "class_bias" in report
+
+
+def test_the_combination_is_cross_fitted_without_calibration_data(tmp_path: Path) -> None:
+    flagger = MisclassificationFlagger(spurious_units=[2, 3], class_bias=False, folds=2)
+    model = BackgroundReader()
+    val = data("val", 40)
+    result = flagger.flag(model, val)
+    assert len(result.table) == 40 and result.findings == []
+    assert result.metrics["auroc"]["maia"] > 0.9
+    assert set(result.coefficients) == {"msp", "reliance", "subgroup", "intercept"}
+    with pytest.raises(ConfigurationError, match="`calibration_data` can be held-out data"):
+        MisclassificationFlagger(dataset=val, calibration_data=val)
+
+
+def test_the_gate_passes_and_fails_on_its_thresholds() -> None:
+    model, val = BackgroundReader(), data("val", 40)
+    strict = MisclassificationFlagger(
+        spurious_units=[2, 3],
+        class_bias=False,
+        max_flagged_rate=0.05,
+        calibration_data=data("holdout", 40),
+    )
+    assert strict.gate().passed is False  # not run yet
+    assert strict.gate().failures == ["MisclassificationFlagger has not run yet"]
+    strict.flag(model, val)
+    gate = strict.gate()
+    assert gate.passed is False and gate.exit_code == 1
+    assert gate.flagged_rate is not None and gate.flagged_rate > 0.3
+    assert gate.failures[0].startswith("flagged rate 0.")
+    lenient = MisclassificationFlagger(
+        spurious_units=[2, 3], class_bias=False, max_flagged_rate=0.9, max_subgroups=0,
+        calibration_data=data("holdout", 40),
+    )  # fmt: skip
+    lenient.flag(model, val)
+    assert lenient.gate().passed is True and lenient.gate().exit_code == 0
+
+
+def test_a_remover_among_the_callbacks_gives_the_spurious_units(tmp_path: Path) -> None:
+    def judgement(index: int, verdict: str, label: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            unit=SimpleNamespace(index=index), verdict=verdict, report=SimpleNamespace(label=label)
+        )
+
+    class SpuriousFeatureRemover(pl.Callback):
+        """Stands in for the real one: its judgements of the last run."""
+
+        judgements: ClassVar[list[SimpleNamespace]] = [
+            judgement(3, "spurious", "spurious: follows grass background"),
+            judgement(0, "core", "core: follows circles"),
+        ]
+
+    flagger = MisclassificationFlagger(class_bias=False)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+        callbacks=[SpuriousFeatureRemover(), flagger], enable_progress_bar=False,
+        enable_model_summary=False, limit_train_batches=1, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(
+        BackgroundReader(), DataLoader(data("train", 8), batch_size=8), DataLoader(data("val", 32))
+    )
+    assert flagger.result is not None and flagger.result.spurious_units == {3: "grass background"}
+    assert flagger.history[0]["epoch"] == 0 and "auroc_maia" in flagger.history[0]
+
+
+def test_an_agent_failure_warns_and_training_goes_on(tmp_path: Path) -> None:
+    class Broken:
+        name = "broken"
+
+        def run(self, toolbox: Toolbox, task: TaskSpec) -> Any:
+            raise BackendError("the VLM endpoint is down")
+
+    flagger = MisclassificationFlagger(
+        agent=Broken(), feature_layer="features", max_checked_units=1
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = fit(tmp_path, flagger, epochs=2)
+    assert trainer.current_epoch == 2 and len(flagger.history) == 2
+    assert any("the VLM endpoint is down" in str(w.message) for w in caught)
+    assert flagger.result is not None and flagger.result.spurious_units == {}
+    assert flagger.result.findings == []
+    strict = MisclassificationFlagger(
+        agent=Broken(), class_bias=False, feature_layer="features", on_error="raise"
+    )
+    with pytest.raises(BackendError):
+        strict.flag(BackgroundReader(), data("val", 16))
+
+
+def test_fast_dev_run_skips_and_state_survives(tmp_path: Path) -> None:
+    flagger = MisclassificationFlagger(spurious_units=[3], class_bias=False)
+    pl.Trainer(
+        default_root_dir=tmp_path, fast_dev_run=True, callbacks=[flagger], enable_progress_bar=False
+    ).fit(BackgroundReader(), DataLoader(data("train", 8)), DataLoader(data("val", 8)))
+    assert flagger.history == [] and flagger.result is None
+    flagger.flag(BackgroundReader(), data("val", 24))
+    restored = MisclassificationFlagger(spurious_units=[3], class_bias=False)
+    restored.load_state_dict(flagger.state_dict())
+    assert restored.gate() == flagger.gate()
+
+
+def test_a_bad_head_fails_at_setup(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"`head` can be an nn.Linear module: head"):
+        fit(tmp_path, MisclassificationFlagger(head="classifier"))
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"when": "always"}, "`when` can be validation, fit_end, manual, got 'always'"),
+        ({"concepts": "clip"}, "`concepts` can be auto, metadata, describer, none"),
+        ({"on_error": "ignore"}, "`on_error` can be warn or raise"),
+        ({"every_n_epochs": 0}, "`every_n_epochs` can be a positive integer, got 0"),
+        ({"top_n": -1}, "`top_n` can be a positive integer"),
+        ({"folds": 1}, "`folds` can be an integer of at least 2"),
+        ({"flag_threshold": 1.5}, "`flag_threshold` can be a probability in"),
+        ({"max_flagged_rate": 2.0}, "`max_flagged_rate` can be a rate in"),
+        ({"max_subgroups": -1}, "`max_subgroups` can be a non-negative integer or None"),
+    ],
+)
+def test_bad_options_are_named(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        MisclassificationFlagger(**options)
+
+
+def test_with_the_real_remover_the_flagger_reads_its_verdicts_and_its_masked_head(
+    tmp_path: Path,
+) -> None:
+    remover = SpuriousFeatureRemover(k=4, class_names=list(CLASSES), progress=False)
+    flagger = MisclassificationFlagger(when="fit_end", class_bias=False)
+    model = BackgroundReader()
+    fit(tmp_path, [remover, flagger], model=model, train=data("train", 64))
+    result = flagger.result
+    assert result is not None
+    assert result.spurious_units == {2: "snow background", 3: "grass background"}
+    # The remover's head reads the shape units only, so nothing rests on the background now.
+    assert isinstance(model.head, MaskedHead) and model.head.kept_units == [0, 1]
+    assert result.table["reliance"].max() == 0.0
+    assert result.table["correct"].mean() > 0.9
