@@ -16,8 +16,10 @@ from lightning_maia.errors import bad_option
 #: Benchmark name -> module under lightning_maia.bench.
 BENCHMARKS: dict[str, str] = {
     "exemplars": "lightning_maia.bench.exemplars",
+    "flagging": "lightning_maia.bench.flagging",
     "overhead": "lightning_maia.bench.overhead",
     "neurons": "lightning_maia.bench.neurons",
+    "spurious": "lightning_maia.bench.spurious",
     "tools": "lightning_maia.bench.tools",
     "world": "lightning_maia.bench.world",
 }

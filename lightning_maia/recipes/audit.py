@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.analysis.gates import evaluate_gates, parse_gate
 from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
 from lightning_maia.errors import ConfigurationError, bad_option
-from lightning_maia.recipes.loading import load_model, validation_loader
+from lightning_maia.recipes.audit_tasks import flagging_task, spurious_task
+from lightning_maia.recipes.loading import import_class, load_model, validation_loader
 from lightning_maia.reporting.html_report import UnitSection, write_report
 from lightning_maia.reporting.junit import CheckResult, write_junit
 from lightning_maia.reporting.results_store import load_results, save_results
@@ -140,16 +140,14 @@ def _label_drift(baseline: Path, sections: list[UnitSection]) -> float:
     )
 
 
-def run_audit(
-    options: AuditOptions, extra_tasks: dict[str, Callable[..., dict[str, float]]] | None = None
-) -> AuditOutcome:
+def run_audit(options: AuditOptions) -> AuditOutcome:
     """Run the audit; usage errors raise ConfigurationError (exit code 2 in the command)."""
     options.check()
     started = time.perf_counter()
     model, datamodule = load_model(options.model, options.ckpt, options.config, options.seed)
-    loader = validation_loader(
-        datamodule, options.datamodule, options.image_folder, options.image_size
-    )
+    if datamodule is None and options.datamodule is not None and options.image_folder is None:
+        datamodule = import_class(options.datamodule, "--datamodule")()
+    loader = validation_loader(datamodule, None, options.image_folder, options.image_size)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, float] = {}
@@ -186,12 +184,14 @@ def run_audit(
                 time.perf_counter() - tic,
             )
         )
-    for task, run in (extra_tasks or {}).items():
+    state: dict[str, Any] = {}
+    for task, run in (("spurious", spurious_task), ("flagging", flagging_task)):
         if task in options.tasks:
             tic = time.perf_counter()
-            found = run(options=options, model=model, loader=loader, datamodule=datamodule)
+            found = run(options, model, loader, datamodule, state)
             figures.update(found)
-            checks.append(CheckResult(task, True, json.dumps(found), time.perf_counter() - tic))
+            summary = ", ".join(f"{k}={v:.3g}" for k, v in sorted(found.items()))
+            checks.append(CheckResult(task, True, summary, time.perf_counter() - tic))
     checks.extend(evaluate_gates(options.fail_on, figures))
     meta = {
         "model": type(model).__name__,

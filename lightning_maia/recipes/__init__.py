@@ -1,0 +1,1 @@
+"""End-to-end recipes: importable settings that benchmarks, demos and users build on."""

@@ -1,0 +1,573 @@
+"""The SpuriousShapes setting: a small pretrained backbone, frozen, under a linear head.
+
+MAIA's spurious-feature experiment used an ImageNet-pretrained ResNet whose last layer was
+retrained on Spawrious. This recipe is its procedural-world counterpart, shared by the
+``spurious`` and flagging benchmarks, the demo and the tests:
+
+1. :class:`ShapesBackbone` — a ResNet-style network for 64 px images (three residual stages)
+   whose penultimate features, the output of its ``pool`` module (``backbone.pool:i`` inside a
+   classifier), are the units under study.
+2. :func:`load_backbone` — pretrains it on group-balanced procedural images (shape and
+   background independent, every value uniform) with a shape head and a background head, so
+   its features carry both; pinned seeds; the weights are cached on disk after the first run
+   (keyed by the config and the seed, written atomically).
+3. :class:`ShapesBackboneClassifier` — the frozen backbone and a fresh ``head``
+   (``nn.Linear``), trained with Lightning by :func:`train_erm_classifier` on
+   ``SpuriousShapes`` training data where the background matches the shape with p=0.95: the
+   ERM model, which leans on the background.
+4. :func:`extract_features` — the penultimate features, labels and group labels of a split.
+
+>>> config = BackboneConfig(widths=(4, 4, 4, 8), images=8, epochs=1)
+>>> backbone = ShapesBackbone(config.widths)
+>>> tuple(backbone(torch.rand(2, 3, 64, 64)).shape), backbone.feature_layer
+((2, 8), 'pool')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from lightning_maia.analysis.spurious import dataset_groups
+from lightning_maia.errors import CacheError, bad_option
+from lightning_maia.world.datasets import SpuriousShapes, sample_scene
+from lightning_maia.world.render import render_batch
+from lightning_maia.world.vocabulary import BACKGROUND_TEXTURES, SHAPES
+
+#: The cache directory when neither ``cache_dir`` nor this environment variable names one.
+CACHE_ENV = "LIGHTNING_MAIA_BACKBONE_CACHE"
+#: Bumped whenever pretraining changes, so that old cache files are never read as new ones.
+RECIPE_VERSION = 1
+#: The penultimate feature layer (module path inside :class:`ShapesBackbone`).
+FEATURE_LAYER = "pool"
+#: Its path inside :class:`ShapesBackboneClassifier`: unit specs read ``backbone.pool:17``.
+CLASSIFIER_FEATURE_LAYER = f"backbone.{FEATURE_LAYER}"
+#: Second entry of every pretraining image's seed sequence (apart from every dataset split).
+_PRETRAIN_STREAM = 7
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """How the backbone is built and pretrained; every field enters the cache key."""
+
+    #: Channels of the four stages; the last is the feature count.
+    widths: tuple[int, int, int, int] = (16, 32, 64, 128)
+    #: Shapes the shape head tells apart (backgrounds: all of the world's nine).
+    shapes: tuple[str, ...] = ("circle", "square", "triangle", "star")
+    #: Side of the (square) input images in pixels.
+    image_size: int = 64
+    #: Group-balanced pretraining images per epoch (each epoch draws new ones).
+    images: int = 4000
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    #: L1 penalty on the two pretraining heads' weights: each head reads few units, so units
+    #: specialise (shape or background), as units of large pretrained networks tend to.
+    head_l1: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != 4 or any(int(w) < 1 for w in self.widths):
+            raise bad_option("widths", "four positive channel counts", self.widths)
+        for name in ("image_size", "images", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad_option(name, "a positive integer", value)
+        if len(self.shapes) < 2 or any(shape not in SHAPES for shape in self.shapes):
+            raise bad_option("shapes", "at least two of " + ", ".join(SHAPES), self.shapes)
+
+    @property
+    def features(self) -> int:
+        return int(self.widths[-1])
+
+
+class _ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a (projected) shortcut, as in ResNet-18."""
+
+    def __init__(self, inputs: int, outputs: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(outputs)
+        self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(outputs)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or inputs != outputs:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def _stage(inputs: int, outputs: int) -> nn.Sequential:
+    """3x3 convolution, batch norm, ReLU, then 2x2 max pooling (half the resolution)."""
+    return nn.Sequential(
+        nn.Conv2d(inputs, outputs, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(outputs),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class ShapesBackbone(nn.Module):
+    """Display images (N, 3, H, W) in [0, 1] -> (N, features) non-negative features.
+
+    Three convolution stages at 64, 32 and 16 px (each halving the resolution by max pooling),
+    a residual block at 8 px, and global max pooling (``pool``): small objects on large
+    textured backgrounds survive max pooling where averaging would wash them out. The input is
+    normalised inside, so tools can feed it what they render.
+    """
+
+    feature_layer = FEATURE_LAYER
+
+    def __init__(self, widths: Sequence[int] = BackboneConfig.widths) -> None:
+        super().__init__()
+        w = [int(v) for v in widths]
+        if len(w) != 4 or min(w) < 1:
+            raise bad_option("widths", "four positive channel counts", tuple(widths))
+        self.stem = _stage(3, w[0])
+        self.layer1 = _stage(w[0], w[1])
+        self.layer2 = _stage(w[1], w[2])
+        self.layer3 = _ResidualBlock(w[2], w[3], 1)
+        self.pool = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.features = w[3]
+        self.widths = tuple(w)
+        #: Held-out shape and background accuracy of pretraining (set by :func:`load_backbone`).
+        self.pretraining_metrics: dict[str, float] = {}
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = (images - 0.5) / 0.25
+        return self.pool(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+# -- pretraining and its cache ----------------------------------------------------------------
+
+
+def pretraining_images(
+    count: int,
+    seed: int,
+    image_size: int = 64,
+    shapes: Sequence[str] = SHAPES,
+    *,
+    start: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Images ``start .. start + count`` of the pretraining stream (uint8), with their shape
+    and background labels.
+
+    Shape (from ``shapes``) and background (all nine) are uniform and independent -- every
+    group equally likely; other attributes as in ``SpuriousShapes`` (the object never takes
+    its background's colour).
+    """
+    scenes, shape_labels, backgrounds = [], [], []
+    for index in range(start, start + count):
+        rng = np.random.default_rng([seed, _PRETRAIN_STREAM, index])
+        shape = int(rng.integers(len(shapes)))
+        background = int(rng.integers(len(BACKGROUND_TEXTURES)))
+        scenes.append(sample_scene(rng, shapes[shape], BACKGROUND_TEXTURES[background]))
+        shape_labels.append(shape)
+        backgrounds.append(background)
+    images = (render_batch(scenes, image_size) * 255).round().to(torch.uint8)
+    return images, torch.tensor(shape_labels), torch.tensor(backgrounds)
+
+
+def pretrain_backbone(
+    config: BackboneConfig | None = None, seed: int = 0, *, progress: bool = True
+) -> tuple[ShapesBackbone, dict[str, float]]:
+    """Pretrain a backbone with a shape head and a background head; return it (frozen, eval)
+    and its shape and background accuracy on held-out images.
+
+    Every epoch draws ``config.images`` new images (rendering is cheaper than overfitting).
+    """
+    config = config or BackboneConfig()
+    n_shapes = len(config.shapes)
+    generator = torch.Generator().manual_seed(seed)
+    with _fork_rng(seed):
+        backbone = ShapesBackbone(config.widths)
+        heads = nn.Linear(config.features, n_shapes + len(BACKGROUND_TEXTURES))
+    parameters = [*backbone.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * -(-config.images // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=steps)
+    backbone.train()
+    bar = tqdm(
+        total=steps, desc=f"pretraining the shapes backbone (seed {seed})", disable=not progress
+    )
+    for epoch in range(config.epochs):
+        images, shapes, backgrounds = pretraining_images(
+            config.images, seed, config.image_size, config.shapes, start=epoch * config.images
+        )
+        for batch in torch.randperm(config.images, generator=generator).split(config.batch_size):
+            logits = heads(backbone(images[batch].float() / 255))
+            loss = F.cross_entropy(logits[:, :n_shapes], shapes[batch]) + F.cross_entropy(
+                logits[:, n_shapes:], backgrounds[batch]
+            )
+            if config.head_l1 > 0:
+                loss = loss + config.head_l1 * heads.weight.abs().sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    backbone.eval()
+    held = max(100, config.images // 8)
+    images, shapes, backgrounds = pretraining_images(
+        held, seed, config.image_size, config.shapes, start=config.epochs * config.images
+    )
+    with torch.inference_mode():
+        logits = heads(backbone(images.float() / 255))
+    metrics = {
+        "shape_accuracy": float((logits[:, :n_shapes].argmax(1) == shapes).float().mean()),
+        "background_accuracy": float(
+            (logits[:, n_shapes:].argmax(1) == backgrounds).float().mean()
+        ),
+    }
+    return _frozen(backbone), metrics
+
+
+def default_cache_dir() -> Path:
+    """``$LIGHTNING_MAIA_BACKBONE_CACHE``, else ``~/.cache/lightning_maia/backbones``."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "lightning_maia" / "backbones"
+
+
+def cache_key(config: BackboneConfig, seed: int) -> str:
+    """A digest of everything that decides the pretrained weights."""
+    payload = json.dumps(
+        {"config": asdict(config), "seed": seed, "version": RECIPE_VERSION}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def backbone_cache_path(
+    config: BackboneConfig | None = None, seed: int = 0, cache_dir: str | Path | None = None
+) -> Path:
+    """Where :func:`load_backbone` keeps the weights of ``(config, seed)``."""
+    config = config or BackboneConfig()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / f"shapes-backbone-{cache_key(config, seed)}.pt"
+
+
+def load_backbone(
+    seed: int = 0,
+    config: BackboneConfig | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> ShapesBackbone:
+    """The pretrained backbone of ``(config, seed)``: from the cache, or pretrained and cached.
+
+    The result is frozen (no gradients) and in eval mode. Its pretraining accuracies are in
+    ``backbone.pretraining_metrics``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise bad_option("seed", "a non-negative int", seed)
+    config = config or BackboneConfig()
+    path = backbone_cache_path(config, seed, cache_dir)
+    if path.exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            backbone = ShapesBackbone(config.widths)
+            backbone.load_state_dict(saved["state_dict"])
+        except (OSError, RuntimeError, KeyError, EOFError) as error:
+            raise CacheError(
+                f"cannot read the cached backbone {path}: {error}; delete it"
+            ) from error
+        backbone.pretraining_metrics = dict(saved.get("metrics", {}))
+        return _frozen(backbone)
+    backbone, metrics = pretrain_backbone(config, seed, progress=progress)
+    _save_atomically(
+        path, {"state_dict": backbone.state_dict(), "metrics": metrics, "config": asdict(config)}
+    )
+    backbone.pretraining_metrics = metrics
+    return backbone
+
+
+def _save_atomically(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is a plain file
+        os.replace(temporary, path)  # atomic: a reader sees the old file or the whole new one
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _frozen(backbone: ShapesBackbone) -> ShapesBackbone:
+    backbone.requires_grad_(False)
+    return backbone.eval()
+
+
+class _fork_rng:  # noqa: N801 - used like torch.random.fork_rng
+    """Seed torch's global generator inside the block, and restore it afterwards."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        self._state = torch.random.get_rng_state()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.random.set_rng_state(self._state)
+
+
+# -- the classifier -------------------------------------------------------------------------
+
+
+class ShapesBackboneClassifier(pl.LightningModule):
+    """A frozen :class:`ShapesBackbone` and a fresh linear ``head``; only the head trains.
+
+    Units of the penultimate layer are ``backbone.pool:i``. A checkpoint rebuilds the backbone
+    from ``widths`` and its weights from the state dict; a masked head installed by the
+    SpuriousFeatureRemover comes back with it (:meth:`on_load_checkpoint`).
+
+    Args:
+        num_classes: outputs of the head.
+        widths: the backbone's widths (ignored when ``backbone`` is given).
+        lr: the head's learning rate (Adam).
+        class_names: names of the classes, kept with the hyperparameters.
+        backbone: a pretrained backbone (e.g. from :func:`load_backbone`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 4,
+        widths: Sequence[int] = BackboneConfig.widths,
+        lr: float = 0.01,
+        class_names: Sequence[str] | None = None,
+        backbone: ShapesBackbone | None = None,
+    ) -> None:
+        super().__init__()
+        if backbone is not None:
+            widths = backbone.widths
+        self.save_hyperparameters(
+            {
+                "num_classes": num_classes,
+                "widths": list(widths),
+                "lr": lr,
+                "class_names": list(class_names) if class_names is not None else None,
+            }
+        )
+        self.backbone = _frozen(backbone if backbone is not None else ShapesBackbone(widths))
+        self.head = nn.Linear(self.backbone.features, num_classes)
+        self.lr = lr
+        self.class_names = list(class_names) if class_names is not None else None
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))
+
+    def train(self, mode: bool = True) -> ShapesBackboneClassifier:
+        super().train(mode)
+        self.backbone.eval()  # frozen: batch-norm statistics never move
+        return self
+
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        inputs, labels = batch[0], batch[1]
+        # (N, F) batches are cached backbone features: the backbone is frozen, so the head
+        # trains on them exactly as on images, without recomputing the backbone every epoch.
+        logits = self.head(inputs) if inputs.ndim == 2 else self(inputs)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        self.log(f"{stage}_loss", loss, prog_bar=stage == "val")
+        self.log(f"{stage}_acc", accuracy, prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam([p for p in self.head.parameters() if p.requires_grad], lr=self.lr)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A masked head saved by SpuriousFeatureRemover replaces the plain one before loading.
+        from lightning_maia.analysis.masked_head import restore_masked_heads
+
+        restore_masked_heads(self, checkpoint["state_dict"])
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitFeatures:
+    """Penultimate features of one split, with what each item is."""
+
+    features: Tensor  # (N, F) float32
+    labels: Tensor  # (N,) int64
+    #: (N,) int64 group labels where the dataset has them (``group(i)``), else None.
+    groups: Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    dataset: Dataset[Any],
+    *,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> SplitFeatures:
+    """Features of every item of ``dataset`` (``(image, label)`` items) from ``model``: a
+    :class:`ShapesBackbone`, or anything with a ``backbone`` attribute that is one."""
+    backbone = getattr(model, "backbone", model)
+    was_training = backbone.training
+    backbone.eval()
+    parts, labels = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    device = next(backbone.parameters()).device
+    try:
+        for images, targets in tqdm(
+            loader, desc="extracting features", leave=False, disable=not progress
+        ):
+            parts.append(backbone(images.to(device)).float().cpu())
+            labels.append(torch.as_tensor(targets))
+    finally:
+        backbone.train(was_training)
+    return SplitFeatures(torch.cat(parts), torch.cat(labels).long(), dataset_groups(dataset))
+
+
+class RenderedDataset(Dataset[tuple[Tensor, int]]):
+    """A dataset rendered once into memory (uint8), for epochs that should not re-render."""
+
+    def __init__(self, dataset: Dataset[Any], *, progress: bool = False) -> None:
+        images, labels = [], []
+        for index in tqdm(range(len(dataset)), desc="rendering", leave=False, disable=not progress):  # type: ignore[arg-type]
+            image, label = dataset[index]
+            images.append((image * 255).round().to(torch.uint8))
+            labels.append(int(label))
+        self.images = torch.stack(images)
+        self.labels = torch.tensor(labels)
+        self.source = dataset
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index].float() / 255, int(self.labels[index])
+
+    def __iter__(self) -> Iterator[tuple[Tensor, int]]:
+        return (self[i] for i in range(len(self)))
+
+
+def spurious_splits(
+    seed: int = 0,
+    *,
+    train: int = 3000,
+    val: int = 800,
+    test: int = 1600,
+    holdout: int = 1600,
+    p: float = 0.95,
+) -> dict[str, SpuriousShapes]:
+    """The benchmark's ``SpuriousShapes`` splits: train with the background matching the shape
+    with probability ``p``; val and holdout independent; test exactly group-balanced."""
+    sizes = {"train": train, "val": val, "test": test, "holdout": holdout}
+    return {
+        split: SpuriousShapes(split, size=size, p=p, seed=seed) for split, size in sizes.items()
+    }
+
+
+def train_erm_classifier(
+    backbone: ShapesBackbone,
+    train_data: Dataset[Any],
+    *,
+    val_data: Dataset[Any] | None = None,
+    class_names: Sequence[str] | None = None,
+    features: SplitFeatures | None = None,
+    epochs: int = 8,
+    batch_size: int = 128,
+    lr: float = 0.01,
+    seed: int = 0,
+    root_dir: str | Path | None = None,
+    progress: bool = False,
+    callbacks: Sequence[pl.Callback] = (),
+    **trainer_options: Any,
+) -> ShapesBackboneClassifier:
+    """Train a fresh linear head on the frozen ``backbone`` with Lightning: the ERM model.
+
+    With ``features`` (:func:`extract_features` of ``train_data``) the head trains on them
+    instead of re-running the frozen backbone every epoch; the result is the same model.
+    Extra keyword arguments go to ``pl.Trainer`` (e.g. ``logger=CSVLogger(...)``).
+    """
+    names = list(class_names or getattr(train_data, "class_names", []) or [])
+    num_classes = len(names) or int(max(int(y) for _, y in train_data)) + 1  # type: ignore[attr-defined]
+    pl.seed_everything(seed, verbose=False)
+    model = ShapesBackboneClassifier(
+        num_classes, lr=lr, class_names=names or None, backbone=backbone
+    )
+    generator = torch.Generator().manual_seed(seed)
+    source: Dataset[Any] = train_data
+    if features is not None:
+        source = TensorDataset(features.features, features.labels)
+    train_loader = DataLoader(source, batch_size=batch_size, shuffle=True, generator=generator)
+    val_loader = DataLoader(val_data, batch_size=256) if val_data is not None else None
+    options: dict[str, Any] = {
+        "max_epochs": epochs,
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": progress,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "default_root_dir": root_dir,
+        "callbacks": list(callbacks),
+        **trainer_options,
+    }
+    if val_loader is None:
+        options.setdefault("limit_val_batches", 0)
+    with warnings.catch_warnings():
+        # The frozen backbone stays in eval mode on purpose.
+        warnings.filterwarnings("ignore", "Found .* module\\(s\\) in eval mode", UserWarning)
+        warnings.filterwarnings("ignore", "You defined a `validation_step` but", UserWarning)
+        pl.Trainer(**options).fit(model, train_loader, val_loader)
+    model.eval()
+    return model
+
+
+__all__ = [
+    "CACHE_ENV",
+    "CLASSIFIER_FEATURE_LAYER",
+    "FEATURE_LAYER",
+    "BackboneConfig",
+    "RenderedDataset",
+    "ShapesBackbone",
+    "ShapesBackboneClassifier",
+    "SplitFeatures",
+    "backbone_cache_path",
+    "cache_key",
+    "dataset_groups",
+    "default_cache_dir",
+    "extract_features",
+    "load_backbone",
+    "pretrain_backbone",
+    "pretraining_images",
+    "spurious_splits",
+    "train_erm_classifier",
+]

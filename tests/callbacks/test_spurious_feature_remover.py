@@ -1,0 +1,297 @@
+"""SpuriousFeatureRemover in real Lightning fits: remedies, logs, checkpoints, errors, DDP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import pytest
+import torch
+from helpers.lightning_models import ShapesClassifier
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lightning_maia.agents.records import UnitReport
+from lightning_maia.analysis.masked_head import MaskedHead
+from lightning_maia.callbacks.spurious_feature_remover import (
+    SpuriousFeatureRemover,
+    feeding_layer,
+    head_inputs,
+)
+from lightning_maia.errors import BackendError, ConfigurationError
+from lightning_maia.recipes.shapes_backbone import ShapesBackbone, ShapesBackboneClassifier
+from lightning_maia.tools.toolbox import Toolbox
+from lightning_maia.world import ShapesWorld, SpuriousShapes
+
+WIDTHS = (4, 4, 8, 8)
+
+
+class ScriptedAgent:
+    """Odd units are spurious, even ones core; with ``edit``, one background edit per unit."""
+
+    name = "scripted"
+
+    def __init__(self, edit: bool = False) -> None:
+        self.edit = edit
+
+    def run(self, toolbox: Toolbox, task: Any) -> UnitReport:
+        if self.edit:
+            (image,) = toolbox.text2image(
+                [f"a red circle on {('snow', 'sand')[len(toolbox.images) % 2]}"]
+            )
+            toolbox.edit_images([image.id], ["change the background to grass"])
+        spurious = toolbox.unit.index % 2 == 1
+        return UnitReport(
+            unit=toolbox.unit.spec,
+            task=task.name,
+            agent=self.name,
+            label="spurious: grass" if spurious else "core: circle",
+            description="scripted",
+            verdict="spurious" if spurious else "core",
+            details={
+                "class_effect": 0.1 if spurious else 0.8,
+                "attribute_effects": {"background": 0.7},
+            },
+        )
+
+
+class BrokenAgent:
+    name = "broken"
+
+    def run(self, toolbox: Toolbox, task: Any) -> UnitReport:
+        raise BackendError("the endpoint is down")
+
+
+def model() -> ShapesBackboneClassifier:
+    torch.manual_seed(0)
+    return ShapesBackboneClassifier(4, backbone=ShapesBackbone(WIDTHS), lr=0.05)
+
+
+def loaders(train: int = 64, val: int = 32) -> tuple[DataLoader, DataLoader]:
+    return (
+        DataLoader(SpuriousShapes("train", size=train), batch_size=32, shuffle=True),
+        DataLoader(SpuriousShapes("val", size=val), batch_size=32),
+    )
+
+
+def trainer(
+    tmp_path: Path, callbacks: list[Callback], epochs: int = 1, **kwargs: Any
+) -> pl.Trainer:
+    options: dict[str, Any] = {
+        "default_root_dir": tmp_path,
+        "max_epochs": epochs,
+        "logger": CSVLogger(tmp_path, name="logs"),
+        "callbacks": callbacks,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,
+    }
+    return pl.Trainer(**{**options, **kwargs})
+
+
+@pytest.mark.slow
+def test_select_installs_the_masked_head_logs_and_checkpoints(tmp_path: Path) -> None:
+    remover = SpuriousFeatureRemover(
+        k=4, agent=ScriptedAgent(), output_dir=str(tmp_path / "maia"), progress=False
+    )
+    classifier = model()
+    train, val = loaders()
+    run = trainer(tmp_path, [remover])
+    run.fit(classifier, train, val)
+
+    table = remover.unit_table()
+    assert list(table.columns) == [
+        "unit",
+        "l1_weight",
+        "verdict",
+        "kept",
+        "description",
+        "evidence",
+    ]
+    assert len(table) == 4
+    indices = [int(spec.split(":")[1]) for spec in table["unit"]]
+    assert table["verdict"].tolist() == ["spurious" if i % 2 else "core" for i in indices]
+    assert table["kept"].tolist() == [i % 2 == 0 for i in indices]
+    assert (table["l1_weight"] >= 0).all()
+    head = classifier.head
+    assert isinstance(head, MaskedHead) and head.remedy == "select"
+    assert head.kept_units == sorted(i for i in indices if i % 2 == 0)
+    assert torch.all(head.weight[:, head.mask == 0] == 0)
+
+    figures = remover.history[-1]
+    val_inputs = head_inputs(classifier, head, val.dataset)
+    predictions = head(val_inputs.features).argmax(1)
+    assert figures["after_accuracy"] == pytest.approx(
+        float((predictions == val_inputs.labels).float().mean())
+    )
+    assert figures["units_kept"] == len(head.kept_units) and figures["units_judged"] == 4
+    metrics = pd.read_csv(Path(run.logger.log_dir) / "metrics.csv")
+    for name in ("after_balanced_accuracy", "before_worst_group_accuracy", "units_spurious"):
+        assert metrics[f"maia/spurious/{name}"].dropna().size == 1
+    assert (tmp_path / "maia" / "spurious" / "report.html").exists()
+    assert list((Path(run.logger.log_dir) / "maia").rglob("*.csv"))  # the unit table
+
+    run.save_checkpoint(tmp_path / "masked.ckpt")
+    loaded = ShapesBackboneClassifier.load_from_checkpoint(tmp_path / "masked.ckpt")
+    assert isinstance(loaded.head, MaskedHead)
+    assert torch.equal(loaded.head.mask, head.mask)
+    images = next(iter(val))[0]
+    assert torch.allclose(loaded.eval()(images), classifier.eval()(images), atol=1e-6)
+    assert torch.equal(loaded.head.original_weight, head.original_weight)
+
+
+@pytest.mark.slow
+def test_erase_projects_out_the_edited_directions_and_finetunes(tmp_path: Path) -> None:
+    remover = SpuriousFeatureRemover(
+        k=3, remedy="erase", agent=ScriptedAgent(edit=True), finetune_epochs=2, progress=False
+    )
+    classifier = model()
+    trainer(tmp_path, [remover]).fit(classifier, *loaders())
+    head = classifier.head
+    assert isinstance(head, MaskedHead) and head.remedy == "erase"
+    assert head.kept_units == list(range(8))
+    erased = remover.history[-1]["erased_dimensions"]
+    assert erased >= 1
+    assert float(torch.trace(torch.eye(8) - head.projection)) == pytest.approx(erased, abs=1e-4)
+    # The weight lies inside the projection, so a plain Linear loading it agrees.
+    assert torch.allclose(head.weight @ head.projection, head.weight, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_every_epoch_keeps_training_with_the_mask_in_place(tmp_path: Path) -> None:
+    remover = SpuriousFeatureRemover(k=4, agent=ScriptedAgent(), when="epoch", progress=False)
+    classifier = model()
+    trainer(tmp_path, [remover], epochs=2, limit_train_batches=2).fit(classifier, *loaders())
+    assert [row["epoch"] for row in remover.history] == [0, 1]
+    head = classifier.head
+    assert isinstance(head, MaskedHead)
+    assert torch.all(head.weight[:, head.mask == 0] == 0)
+    assert remover.state_dict()["history"] == remover.history
+    restored = SpuriousFeatureRemover(k=4)
+    restored.load_state_dict(remover.state_dict())
+    assert restored.history == remover.history
+    assert torch.equal(restored.decision["mask"], head.mask)
+
+
+def test_a_failing_agent_warns_and_training_finishes(tmp_path: Path) -> None:
+    remover = SpuriousFeatureRemover(k=2, agent=BrokenAgent(), progress=False)
+    classifier = model()
+    run = trainer(tmp_path, [remover], limit_train_batches=1)
+    with pytest.warns(UserWarning, match="endpoint is down"):
+        run.fit(classifier, *loaders(train=32, val=16))
+    assert run.state.finished
+    assert type(classifier.head) is nn.Linear  # unchanged
+    assert remover.history[-1]["status"] == "failed"
+    assert remover.unit_table()["verdict"].tolist() == ["failed", "failed"]
+
+
+def test_on_error_raise_is_strict(tmp_path: Path) -> None:
+    remover = SpuriousFeatureRemover(k=1, agent=BrokenAgent(), on_error="raise", progress=False)
+    with pytest.raises(BackendError, match="endpoint is down"):
+        trainer(tmp_path, [remover], limit_train_batches=1).fit(model(), *loaders(32, 16))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"remedy": "prune"}, "`remedy` can be select or erase, got 'prune'"),
+        ({"when": "always"}, "`when` can be fit_end or epoch, got 'always'"),
+        ({"on_error": "ignore"}, "`on_error` can be warn or raise"),
+        ({"k": 0}, "`k` can be a positive integer, got 0"),
+        ({"keep": ("spurious",)}, "`keep`"),
+        ({"finetune_epochs": -1}, "`finetune_epochs`"),
+        ({"erase_energy": 1.5}, "`erase_energy`"),
+        ({"candidate_attributes": "background"}, "`candidate_attributes`"),
+    ],
+)
+def test_bad_options_are_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        SpuriousFeatureRemover(**kwargs)
+
+
+def test_a_bad_head_fails_at_setup_before_training(tmp_path: Path) -> None:
+    classifier = model()
+    before = classifier.head.weight.detach().clone()
+    with pytest.raises(ConfigurationError, match=r"`head` can be an nn\.Linear module: head"):
+        trainer(tmp_path, [SpuriousFeatureRemover(head="classifier")]).fit(classifier, *loaders())
+    assert torch.equal(before, classifier.head.weight)
+
+
+def test_feeding_layer_is_found_by_one_forward() -> None:
+    classifier = model()
+    images = SpuriousShapes("val", size=2)
+    assert feeding_layer(classifier, classifier.head, images) == ("backbone.pool", "mean")
+    shapes = ShapesClassifier()
+    # Its forward takes the spatial mean itself: the conv stack's mean is the head input.
+    assert feeding_layer(shapes, shapes.head, ShapesWorld(size=2)) == ("features", "mean")
+
+
+class SaveHeadPerRank(Callback):
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        head = pl_module.head
+        torch.save(
+            {
+                "type": type(head).__name__,
+                **{
+                    k: v.clone()
+                    for k, v in head.state_dict().items()
+                    if isinstance(v, torch.Tensor)
+                },
+            },
+            self.directory / f"head-rank{trainer.global_rank}.pt",
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_ranks_install_the_same_head(tmp_path: Path) -> None:
+    remover = SpuriousFeatureRemover(k=3, remedy="erase", progress=False)
+    train, val = loaders(train=64, val=32)
+    run = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=1,
+        strategy="ddp_spawn",
+        accelerator="cpu",
+        devices=2,
+        logger=CSVLogger(tmp_path),
+        callbacks=[remover, SaveHeadPerRank(tmp_path)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    run.fit(model(), train, val)
+    zero = torch.load(tmp_path / "head-rank0.pt", weights_only=False)
+    one = torch.load(tmp_path / "head-rank1.pt", weights_only=False)
+    assert zero["type"] == one["type"] == "MaskedHead"
+    assert set(zero) == set(one) >= {"weight", "bias", "mask", "projection", "original_weight"}
+    for key in ("weight", "bias", "mask", "projection", "original_weight"):
+        assert torch.equal(zero[key], one[key]), key
+    assert not torch.equal(zero["projection"], torch.eye(8))
+
+
+def test_apply_works_outside_a_fit_as_an_audit_would(tmp_path: Path) -> None:
+    classifier = model()
+    remover = SpuriousFeatureRemover(
+        k=4,
+        agent=ScriptedAgent(),
+        dataset=SpuriousShapes("train", size=64),
+        val_dataset=SpuriousShapes("val", size=32),
+        output_dir=str(tmp_path),
+        progress=False,
+    )
+    figures = remover.apply(classifier)
+    assert isinstance(classifier.head, MaskedHead)
+    assert figures["units_judged"] == 4 and figures["status"] == "ok"
+    assert {"before_balanced_accuracy", "after_worst_group_accuracy"} <= set(figures)
+    assert (tmp_path / "spurious" / "report.html").exists()
+    with pytest.raises(ConfigurationError, match="`dataset`"):
+        SpuriousFeatureRemover().apply(model())

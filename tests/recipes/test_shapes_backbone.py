@@ -1,0 +1,144 @@
+"""The shapes backbone recipe: pretraining, its disk cache, the frozen classifier, features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lightning_maia.analysis.masked_head import MaskedHead, install_masked_head
+from lightning_maia.errors import ConfigurationError
+from lightning_maia.recipes import shapes_backbone
+from lightning_maia.recipes.shapes_backbone import (
+    CACHE_ENV,
+    CLASSIFIER_FEATURE_LAYER,
+    BackboneConfig,
+    ShapesBackbone,
+    ShapesBackboneClassifier,
+    backbone_cache_path,
+    default_cache_dir,
+    extract_features,
+    load_backbone,
+    pretrain_backbone,
+    pretraining_images,
+    spurious_splits,
+    train_erm_classifier,
+)
+from lightning_maia.units import resolve_units
+
+TINY = BackboneConfig(widths=(4, 4, 8, 8), images=64, epochs=1, batch_size=32)
+
+
+def test_pretraining_images_are_group_balanced_and_deterministic() -> None:
+    images, shapes, backgrounds = pretraining_images(360, seed=0, image_size=16)
+    assert images.shape == (360, 3, 16, 16) and images.dtype == torch.uint8
+    assert set(shapes.tolist()) == set(range(9)) and set(backgrounds.tolist()) == set(range(9))
+    again = pretraining_images(4, seed=0, image_size=16, start=2)
+    assert torch.equal(again[0][:2], images[2:4]) and torch.equal(again[1][:2], shapes[2:4])
+    assert not torch.equal(pretraining_images(4, seed=1, image_size=16)[0], images[:4])
+
+
+def test_pretraining_is_pinned_by_the_seed() -> None:
+    first, metrics = pretrain_backbone(TINY, seed=3, progress=False)
+    second, _ = pretrain_backbone(TINY, seed=3, progress=False)
+    other, _ = pretrain_backbone(TINY, seed=4, progress=False)
+    state = first.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in second.state_dict().items())
+    assert not torch.equal(state["stem.0.weight"], other.state_dict()["stem.0.weight"])
+    assert set(metrics) == {"shape_accuracy", "background_accuracy"}
+    assert not any(p.requires_grad for p in first.parameters()) and not first.training
+
+
+def test_cache_is_written_once_atomically_and_keyed_by_config_and_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = backbone_cache_path(TINY, 0, tmp_path)
+    assert not path.exists()
+    first = load_backbone(0, TINY, cache_dir=tmp_path, progress=False)
+    assert path.exists() and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+    def no_pretraining(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached backbone was not used")
+
+    monkeypatch.setattr(shapes_backbone, "pretrain_backbone", no_pretraining)
+    cached = load_backbone(0, TINY, cache_dir=tmp_path, progress=False)
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), cached.parameters(), strict=True)
+    )
+    assert cached.pretraining_metrics == first.pretraining_metrics
+    assert backbone_cache_path(TINY, 1, tmp_path) != path
+    wider = BackboneConfig(widths=(4, 4, 8, 16), images=64, epochs=1)
+    assert backbone_cache_path(wider, 0, tmp_path) != path
+
+
+def test_default_cache_dir_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "here"))
+    assert default_cache_dir() == tmp_path / "here"
+    monkeypatch.delenv(CACHE_ENV)
+    assert default_cache_dir() == Path.home() / ".cache" / "lightning_maia" / "backbones"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"widths": (4, 4, 8)}, "`widths`"),
+        ({"epochs": 0}, "`epochs` can be a positive integer, got 0"),
+        ({"shapes": ("circle", "blob")}, "`shapes`"),
+    ],
+)
+def test_bad_config_is_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        BackboneConfig(**kwargs)
+
+
+def test_classifier_units_and_frozen_backbone() -> None:
+    backbone = ShapesBackbone(TINY.widths)
+    model = ShapesBackboneClassifier(4, backbone=backbone)
+    (selection,) = resolve_units(model, [f"{CLASSIFIER_FEATURE_LAYER}:*"])
+    assert selection.layer == "backbone.pool"
+    model.train()
+    assert model.training and not model.backbone.training  # batch-norm statistics stay put
+    images = torch.rand(3, 3, 64, 64)
+    assert torch.allclose(model(images), model.head(backbone(images)))
+    # Cached (N, F) features train the head exactly as images do.
+    features = backbone(images)
+    assert torch.allclose(model.head(features), model(images))
+
+
+@pytest.mark.slow
+def test_erm_head_trains_with_lightning_and_the_checkpoint_keeps_a_masked_head(
+    tmp_path: Path,
+) -> None:
+    backbone = load_backbone(0, TINY, cache_dir=tmp_path, progress=False)
+    frozen = {k: v.clone() for k, v in backbone.state_dict().items()}
+    splits = spurious_splits(0, train=64, val=16, test=32, holdout=16)
+    features = extract_features(backbone, splits["train"], progress=False)
+    assert features.features.shape == (64, 8)
+    assert features.groups is not None
+    assert features.groups.tolist() == splits["train"].metadata["group"].tolist()
+    model = train_erm_classifier(
+        backbone, splits["train"], features=features, epochs=2, root_dir=tmp_path
+    )
+    assert model.class_names == ["circle", "square", "triangle", "star"]
+    assert all(torch.equal(frozen[k], v) for k, v in model.backbone.state_dict().items())
+
+    install_masked_head(
+        model,
+        "head",
+        model.head.weight.detach() * torch.tensor([1.0, 0.0] * 4),
+        model.head.bias.detach(),
+        mask=torch.tensor([1.0, 0.0] * 4),
+    )
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "masked.ckpt")
+    loaded = ShapesBackboneClassifier.load_from_checkpoint(tmp_path / "masked.ckpt")
+    assert isinstance(loaded.head, MaskedHead)
+    assert loaded.head.kept_units == [0, 2, 4, 6]
+    images = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(loaded.eval()(images), model.eval()(images))
+    assert loaded.class_names == model.class_names

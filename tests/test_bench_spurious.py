@@ -1,0 +1,65 @@
+"""``lightning-maia bench spurious --quick``: the JSON it writes, on a tiny setting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lightning_maia.bench import spurious as spurious_bench
+from lightning_maia.bench.spurious import ROWS, TABLE_KEYS, Settings
+from lightning_maia.cli import main
+from lightning_maia.recipes import shapes_backbone
+from lightning_maia.recipes.shapes_backbone import CACHE_ENV, BackboneConfig
+
+TINY = Settings(
+    seeds=1,
+    train=96,
+    val=32,
+    test=32,
+    holdout=64,
+    top=6,
+    random_draws=2,
+    erm_epochs=1,
+    exemplars_k=4,
+    backbone=BackboneConfig(widths=(4, 4, 8, 8), images=64, epochs=1, batch_size=32),
+)
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_row_and_reuses_the_cached_backbone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(spurious_bench, "QUICK", TINY)
+    out = tmp_path / "spurious.json"
+    assert main(["bench", "spurious", "--quick", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+
+    assert set(TABLE_KEYS) <= set(figures)
+    for key in ("balanced_accuracy", "worst_group_accuracy"):
+        assert list(figures[key]) == list(ROWS)
+        assert set(figures[key]["random_k"]) == {"mean", "std"}
+        numbers = [v for row, v in figures[key].items() if row != "random_k"]
+        assert all(0.0 <= v <= 1.0 for v in numbers)
+    assert figures["seeds"] == [0]
+    assert figures["units_judged"] == 6
+    assert 0 <= figures["k"] <= 6
+    (seed,) = figures["per_seed"]
+    assert sum(seed["verdicts"].values()) == 6
+    assert set(seed["verdicts"]) <= {"core", "spurious", "unclear"}
+    assert figures["seconds"] > 0
+    assert len(list((tmp_path / "cache").glob("shapes-backbone-*.pt"))) == 1
+
+    def no_pretraining(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached backbone was not used")
+
+    monkeypatch.setattr(shapes_backbone, "pretrain_backbone", no_pretraining)
+    again = spurious_bench.run(quick=True, seed=0)
+    assert again["balanced_accuracy"] == figures["balanced_accuracy"]  # pinned seeds
+
+
+def test_unknown_agent_is_named() -> None:
+    with pytest.raises(Exception, match="`agent` can be scientist"):
+        spurious_bench.run(quick=True, agent="oracle")
