@@ -124,14 +124,35 @@ def test_audit_spurious_and_flagging_tasks_report_their_figures(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "tasks"
-    code = cli.main(["audit", "--model", MODEL, "--ckpt", str(checkpoint), "--datamodule", DATA,
-                     "--units", "features.2:0-1", "--tasks", "spurious,flagging",
-                     "--max-units", "2", "--out", str(out), "--fail-on", "flagged_rate>1"])
+    code = cli.main(
+        [
+            "audit",
+            "--model",
+            MODEL,
+            "--ckpt",
+            str(checkpoint),
+            "--datamodule",
+            DATA,
+            "--units",
+            "features.2:0-1",
+            "--tasks",
+            "spurious,flagging",
+            "--max-units",
+            "2",
+            "--out",
+            str(out),
+            "--fail-on",
+            "flagged_rate>1",
+        ]
+    )
     assert code == 0
     figures = json.loads((out / "figures.json").read_text())
     assert "spurious_units" in figures and "units_judged" in figures
     assert 0.0 <= figures["flagged_rate"] <= 1.0
     assert "auroc_msp" in figures
     suite = SCHEMA.to_dict(str(out / "checks.xml"))["testsuite"][0]
-    assert [case["@name"] for case in suite["testcase"]] == ["spurious", "flagging",
-                                                             "flagged_rate>1"]
+    assert [case["@name"] for case in suite["testcase"]] == [
+        "spurious",
+        "flagging",
+        "flagged_rate>1",
+    ]
