@@ -48,7 +48,7 @@ def test_quick_writes_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert set(bias["recovered"]) == {
         "circle that is not red",
         "square that is not on a snow background",
-        "triangle that is not striped",
+        "triangle that is not on a water background",
         "star that is not large",
     }
     assert figures["bias_recovery"] == sum(bias["recovered"].values()) / 4

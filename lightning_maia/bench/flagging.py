@@ -17,7 +17,7 @@ Two parts, one command:
    and ablations (fewer features; reliance on the spurious units among the remover's l1 top 50
    only, as the spurious benchmark's remover judges them).
 2. **Planted subgroups.** A small CNN is trained from scratch with Lightning on 64 px
-   ``BiasedShapes`` (circles only red, squares only on snow, triangles only striped, stars
+   ``BiasedShapes`` (circles only red, squares only on snow, triangles only on water, stars
    only large in train; crosses and hearts unbiased); the class-bias audit runs on each class
    probability. ``bias_recovery`` is the fraction of planted subgroups reported with the right
    attribute; ``bias_false_positives`` counts, per class, the reported subgroups that were not
