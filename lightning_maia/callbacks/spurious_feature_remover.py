@@ -130,7 +130,7 @@ class SpuriousFeatureRemover(Callback):
         every_n_epochs: int = 1,
         finetune_epochs: int = 0,
         protocol: RefitProtocol = REFIT,
-        erase_energy: float = 0.5,
+        erase_energy: float = 0.8,
         exemplars_k: int = 15,
         preprocess: Preprocess | None = None,
         generator: ImageGenerator | None = None,
