@@ -52,7 +52,10 @@ from lightning_maia.world.vocabulary import BACKGROUND_TEXTURES, SHAPES
 #: The cache directory when neither ``cache_dir`` nor this environment variable names one.
 CACHE_ENV = "LIGHTNING_MAIA_BACKBONE_CACHE"
 #: Bumped whenever pretraining changes, so that old cache files are never read as new ones.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
+#: Pretraining always runs on this many threads: float sums depend on how work is split, so
+#: a caller's thread setting would otherwise change the weights cached under one key.
+PRETRAIN_THREADS = 2
 #: The penultimate feature layer (module path inside :class:`ShapesBackbone`).
 FEATURE_LAYER = "pool"
 #: Its path inside :class:`ShapesBackboneClassifier`: unit specs read ``backbone.pool:17``.
@@ -194,8 +197,19 @@ def pretrain_backbone(
     and its shape and background accuracy on held-out images.
 
     Every epoch draws ``config.images`` new images (rendering is cheaper than overfitting).
+    Runs on :data:`PRETRAIN_THREADS` threads, so the same seed gives the same weights.
     """
-    config = config or BackboneConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(PRETRAIN_THREADS)
+    try:
+        return _pretrain(config or BackboneConfig(), seed, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(
+    config: BackboneConfig, seed: int, progress: bool
+) -> tuple[ShapesBackbone, dict[str, float]]:
     n_shapes = len(config.shapes)
     generator = torch.Generator().manual_seed(seed)
     with _fork_rng(seed):
@@ -555,6 +569,7 @@ __all__ = [
     "CACHE_ENV",
     "CLASSIFIER_FEATURE_LAYER",
     "FEATURE_LAYER",
+    "PRETRAIN_THREADS",
     "BackboneConfig",
     "RenderedDataset",
     "ShapesBackbone",

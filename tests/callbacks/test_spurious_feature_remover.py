@@ -28,6 +28,8 @@ from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import ShapesWorld, SpuriousShapes
 
 WIDTHS = (4, 4, 8, 8)
+# The frozen backbone stays in eval mode on purpose.
+pytestmark = pytest.mark.filterwarnings(r"ignore:Found .* module\(s\) in eval mode:UserWarning")
 
 
 class ScriptedAgent:
@@ -182,8 +184,11 @@ def test_a_failing_agent_warns_and_training_finishes(tmp_path: Path) -> None:
     remover = SpuriousFeatureRemover(k=2, agent=BrokenAgent(), progress=False)
     classifier = model()
     run = trainer(tmp_path, [remover], limit_train_batches=1)
-    with pytest.warns(UserWarning, match="endpoint is down"):
+    with pytest.warns(UserWarning, match="SpuriousFeatureRemover") as caught:
         run.fit(classifier, *loaders(train=32, val=16))
+    messages = [str(w.message) for w in caught]
+    assert sum("endpoint is down" in m for m in messages) == 2  # one per unit
+    assert any("no unit was judged; the head is unchanged" in m for m in messages)
     assert run.state.finished
     assert type(classifier.head) is nn.Linear  # unchanged
     assert remover.history[-1]["status"] == "failed"

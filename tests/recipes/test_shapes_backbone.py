@@ -49,6 +49,15 @@ def test_pretraining_is_pinned_by_the_seed() -> None:
     assert not torch.equal(state["stem.0.weight"], other.state_dict()["stem.0.weight"])
     assert set(metrics) == {"shape_accuracy", "background_accuracy"}
     assert not any(p.requires_grad for p in first.parameters()) and not first.training
+    # A caller's thread setting does not reach pretraining (float sums depend on it).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single, _ = pretrain_backbone(TINY, seed=3, progress=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(state[k], v) for k, v in single.state_dict().items())
 
 
 def test_cache_is_written_once_atomically_and_keyed_by_config_and_seed(
