@@ -8,6 +8,13 @@ fetched again from the (map-style) dataset by index when asked for, and their ma
 upsampled to the image, thresholded) and masked images (outside of the mask dimmed) computed
 then.
 
+Input convention: the data yield display images in [0, 1] and the model sees
+``preprocess(images)`` (pass a :class:`~lightning_maia.subject.Subject` or ``preprocess=``), so an
+exemplar's activation is what ``Subject.call_units`` gives on the same picture. Data that yield
+normalised model inputs instead declare ``denormalize`` (an attribute of the dataset or loader,
+or the argument): the model then sees the items as they are, and :meth:`ExemplarResult.images`
+returns ``denormalize(item)`` so that every picture is right.
+
 Under DDP each rank reads a strided shard; the partial results merge into what one process
 gives (ties in activation go to the lower dataset index, so the merge is order-independent).
 
@@ -25,6 +32,7 @@ gives (ties in activation go to the lower dataset index, so the merge is order-i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +50,7 @@ from lightning_maia.errors import ConfigurationError, bad_option
 from lightning_maia.exemplar_cache import ExemplarCache, exemplar_cache_key
 from lightning_maia.recording import REDUCTIONS, ActivationRecorder, TokenLayout
 from lightning_maia.sketch import QuantileSketch
+from lightning_maia.subject import Preprocess, Subject
 from lightning_maia.units import Unit, UnitSelection, resolve_units
 
 log = logging.getLogger(__name__)
@@ -103,6 +112,8 @@ class ExemplarResult:
     reduction: str
     dataset: Dataset[Any] | None = field(default=None, repr=False)
     batch_to_images: BatchToImages = field(default=default_batch_to_images, repr=False)
+    #: Maps dataset items to display images in [0, 1] when the data yield normalised tensors.
+    denormalize: Preprocess | None = field(default=None, repr=False)
     _image_cache: dict[int, Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -131,7 +142,8 @@ class ExemplarResult:
         return float(layer.mean_activations[layer.units.index(unit)])
 
     def images(self, unit: Unit) -> Tensor:
-        """(k, C, H, W) model inputs of the unit's exemplars, fetched from the dataset."""
+        """(k, C, H, W) display images of the unit's exemplars, fetched from the dataset (and
+        passed through ``denormalize`` where the data declare one)."""
         if self.dataset is None:
             raise ConfigurationError(
                 "this result has no dataset to fetch images from; pass it as `dataset=`"
@@ -139,8 +151,10 @@ class ExemplarResult:
         indices = self.for_unit(unit).dataset_indices.tolist()
         for index in indices:
             if index not in self._image_cache:
-                item = default_collate_one(self.dataset[index])
-                self._image_cache[index] = self.batch_to_images(item)[0]
+                item = self.batch_to_images(default_collate_one(self.dataset[index]))
+                if self.denormalize is not None:
+                    item = self.denormalize(item)
+                self._image_cache[index] = item[0]
         return torch.stack([self._image_cache[i] for i in indices])
 
     def masks(self, unit: Unit) -> Tensor:
@@ -210,6 +224,7 @@ class ExemplarResult:
         state: Mapping[str, Any],
         dataset: Dataset[Any] | None = None,
         batch_to_images: BatchToImages = default_batch_to_images,
+        denormalize: Preprocess | None = None,
     ) -> ExemplarResult:
         layers = {
             name: LayerExemplars(
@@ -229,6 +244,7 @@ class ExemplarResult:
             reduction=str(state["reduction"]),
             dataset=dataset,
             batch_to_images=batch_to_images,
+            denormalize=denormalize,
         )
 
 
@@ -394,8 +410,19 @@ def _as_selections(
     return resolve_units(model, [str(u) for u in items], class_names)
 
 
+def declared_denormalize(data: Any) -> Preprocess | None:
+    """The ``denormalize`` a loader or its dataset declares (None: items are display images)."""
+    for source in (data, getattr(data, "dataset", None)):
+        found = getattr(source, "denormalize", None)
+        if found is not None:
+            if not callable(found):
+                raise bad_option("denormalize", "a callable (model inputs -> [0, 1])", found)
+            return found
+    return None
+
+
 def compute_exemplars(
-    model: nn.Module,
+    model: nn.Module | Subject,
     data: DataLoader[Any] | Dataset[Any],
     units: str | Sequence[str] | Sequence[UnitSelection] | Sequence[Unit],
     k: int = 15,
@@ -410,12 +437,15 @@ def compute_exemplars(
     amp: bool = False,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    preprocess: Preprocess | None = None,
+    denormalize: Preprocess | None = None,
 ) -> ExemplarResult:
     """Top-k dataset exemplars and activation thresholds of ``units``, in one pass over ``data``.
 
     Args:
-        model: any ``nn.Module``; run in eval mode (restored after) on the device of its
-            parameters, under ``torch.inference_mode``.
+        model: any ``nn.Module``, or a :class:`Subject` (its model, preprocess and class
+            names); run in eval mode (restored after) on the device of its parameters, under
+            ``torch.inference_mode``.
         data: a map-style dataset, or a DataLoader over one (its batch size, workers and
             collate function are kept; its sampler is not: the pass reads the data in order,
             sharded by rank under DDP, so each dataset index is known).
@@ -426,7 +456,23 @@ def compute_exemplars(
         amp: run the forward under ``torch.autocast`` on the model's device.
         cache_dir: where to keep results, keyed by the weights, the dataset, units and options.
         progress: show a progress bar (global rank zero only).
+        preprocess: maps display images (the data's items) to model inputs, as
+            ``Subject.preprocess`` (default: the Subject's, else none).
+        denormalize: for data that yield normalised model inputs: maps them to display images
+            in [0, 1] (default: the loader's or dataset's ``denormalize`` attribute). The items
+            then go to the model as they are, and ``preprocess`` must undo ``denormalize``.
     """
+    if isinstance(model, Subject):
+        if preprocess is not None and model.preprocess not in (None, preprocess):
+            raise ConfigurationError(
+                "compute_exemplars got a Subject with a preprocess and another `preprocess`; "
+                "give one"
+            )
+        preprocess = preprocess or model.preprocess
+        class_names = class_names if class_names is not None else model.class_names
+        model = model.model
+    if denormalize is None:
+        denormalize = declared_denormalize(data)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise bad_option("k", "a positive integer", k)
     if not 0.0 < quantile < 1.0:
@@ -440,9 +486,15 @@ def compute_exemplars(
     key = ""
     if cache is not None:
         key = exemplar_cache_key(model, dataset, selections, k, reduction, quantile, tokens)
+        key = _with_transforms(key, preprocess, denormalize)
         cached = cache.load(key)
         if cached is not None:
-            return ExemplarResult.from_state(cached, dataset, batch_to_images)
+            return ExemplarResult.from_state(cached, dataset, batch_to_images, denormalize)
+
+    # Items that are display images go through preprocess; declared model inputs do not.
+    to_model = preprocess if denormalize is None else None
+    if denormalize is not None and preprocess is not None:
+        _check_inverse(dataset, collate_fn, batch_to_images, preprocess, denormalize)
 
     states = _stream(
         model,
@@ -457,6 +509,7 @@ def compute_exemplars(
         num_workers,
         collate_fn,
         batch_to_images,
+        to_model,
     )
     if _world_size() > 1:
         for state in states.values():
@@ -472,10 +525,61 @@ def compute_exemplars(
         )
         for name, state in states.items()
     }
-    result = ExemplarResult(layers, k, quantile, reduction, dataset, batch_to_images)
+    result = ExemplarResult(layers, k, quantile, reduction, dataset, batch_to_images, denormalize)
     if cache is not None and _is_global_zero():
         cache.save(key, result.state())
     return result
+
+
+def _transform_fingerprint(transform: Preprocess) -> str:
+    """Identity of a preprocess: its name and what it makes of a fixed probe image (so that a
+    resize or another normalisation gives another cache key)."""
+    digest = hashlib.blake2b(digest_size=16)
+    name = getattr(transform, "__qualname__", type(transform).__qualname__)
+    digest.update(f"{getattr(transform, '__module__', '')}.{name}".encode())
+    probe = torch.linspace(0.0, 1.0, 3 * 17 * 23).reshape(1, 3, 17, 23)  # no common size
+    try:
+        with torch.no_grad():
+            output = transform(probe)
+        flat = output.detach().float().cpu().contiguous().reshape(-1)
+        digest.update(f"{tuple(output.shape)}".encode())
+        digest.update(flat.numpy().round(6).tobytes())
+    except Exception:  # a transform that takes other shapes is known by its name only
+        digest.update(repr(transform).encode())
+    return digest.hexdigest()
+
+
+def _with_transforms(
+    key: str, preprocess: Preprocess | None, denormalize: Preprocess | None
+) -> str:
+    if preprocess is None and denormalize is None:
+        return key  # the same key as before the transforms existed: old caches stay valid
+    parts = [key] + [_transform_fingerprint(t) if t else "-" for t in (preprocess, denormalize)]
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def _check_inverse(
+    dataset: Dataset[Any],
+    collate_fn: Any,
+    batch_to_images: BatchToImages,
+    preprocess: Preprocess,
+    denormalize: Preprocess,
+) -> None:
+    """A dataset of model inputs with ``denormalize`` and a ``preprocess``: the two must be
+    inverse, or exemplar activations and ``call_units`` on their pictures disagree."""
+    item = (collate_fn or torch.utils.data.default_collate)([dataset[0]])
+    inputs = batch_to_images(item).float()
+    with torch.no_grad():
+        again = preprocess(denormalize(inputs).clamp(0.0, 1.0)).float()
+    if again.shape != inputs.shape:
+        return  # preprocess resizes: the round trip cannot be compared pixel by pixel
+    error = float((again - inputs).abs().max())
+    if error > 1e-3 * max(1.0, float(inputs.abs().max())):
+        raise ConfigurationError(
+            "the data declare `denormalize`, so their items are model inputs, but `preprocess` "
+            f"does not undo it (preprocess(denormalize(x)) differs from x by up to {error:.3g}); "
+            "give the preprocess that maps display images in [0, 1] to these inputs"
+        )
 
 
 def _loader_settings(
@@ -522,6 +626,7 @@ def _stream(
     num_workers: int,
     collate_fn: Any,
     batch_to_images: BatchToImages,
+    preprocess: Preprocess | None = None,
 ) -> dict[str, _LayerState]:
     device = _model_device(model)
     states: dict[str, _LayerState] = {}
@@ -542,7 +647,8 @@ def _stream(
             for dataset_indices, batch in _ordered_batches(
                 dataset, batch_size, num_workers, collate_fn
             ):
-                model(batch_to_images(batch).to(device))
+                inputs = batch_to_images(batch).to(device)
+                model(preprocess(inputs) if preprocess is not None else inputs)
                 for selection in selections:
                     record = recorder.records[selection.layer]
                     assert record.maps is not None

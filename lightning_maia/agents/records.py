@@ -17,7 +17,9 @@ import pandas as pd
 from lightning_maia.tools.backends.base import Usage
 from lightning_maia.tools.results import Experiment
 
-STATUSES = ("ok", "failed")
+#: ``ok``: the run finished (a description, a verdict); ``undescribed``: no run was possible
+#: (e.g. no describer can read the images), only exemplars were logged; ``failed``: the run broke.
+STATUSES = ("ok", "undescribed", "failed")
 #: How the concepts of a description combine.
 LOGIC = ("single", "or", "and", "unknown")
 
@@ -87,7 +89,22 @@ class UnitReport:
 
     @property
     def ok(self) -> bool:
+        """The run finished with a real description or verdict."""
         return self.status == "ok"
+
+    @property
+    def failed_run(self) -> bool:
+        return self.status == "failed"
+
+    @classmethod
+    def undescribed(
+        cls, unit: str, task: str, agent: str, reason: str, **fields: Any
+    ) -> UnitReport:
+        """A placeholder for a unit no run described; ``reason`` says why (never counted as a
+        description, never compared for drift)."""
+        return cls(
+            unit=unit, task=task, agent=agent, status="undescribed", failure_reason=reason, **fields
+        )
 
     @classmethod
     def failed(cls, unit: str, task: str, agent: str, reason: str, **fields: Any) -> UnitReport:

@@ -305,7 +305,9 @@ class MisclassificationFlagger(Callback):
         if dataset is not None and self._needs_own_check(remover):
             # Every rank joins the (sharded) exemplar pass; only rank zero runs the agent.
             units = f"{self.feature_layer}:*"
-            exemplars = compute_exemplars(pl_module, dataset, [units], k=15, progress=False)
+            exemplars = compute_exemplars(
+                pl_module, dataset, [units], k=15, progress=False, preprocess=self.preprocess
+            )
         if trainer.is_global_zero:
             if dataset is None:
                 rank_zero_warn(
@@ -446,7 +448,9 @@ class MisclassificationFlagger(Callback):
         ranked = influence.argsort(descending=True)[: self.max_checked_units].tolist()
         if exemplars is None:
             specs = [f"{self.feature_layer}:{j}" for j in ranked]
-            exemplars = compute_exemplars(model, dataset, specs, k=15, progress=False)
+            exemplars = compute_exemplars(
+                model, dataset, specs, k=15, progress=False, preprocess=self.preprocess
+            )
         subject = Subject(
             model, [f"{self.feature_layer}:{j}" for j in ranked], preprocess=self.preprocess,
             class_names=names or None,

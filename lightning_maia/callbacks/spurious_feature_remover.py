@@ -248,6 +248,7 @@ class SpuriousFeatureRemover(Callback):
             k=self.exemplars_k,
             reduction=reduction,
             progress=False,
+            preprocess=self.preprocess,
         )
         val_data = (
             self.val_dataset if self.val_dataset is not None else _validation_dataset(trainer)
@@ -289,7 +290,7 @@ class SpuriousFeatureRemover(Callback):
             raise bad_option("class_names", "the class names in output order", None)
         exemplars = compute_exemplars(
             model, train_data, [f"{layer}:*"], k=self.exemplars_k, reduction=reduction,
-            progress=False,
+            progress=False, preprocess=self.preprocess,
         )  # fmt: skip
         decision, figures = self._decide(
             model, head, layer, reduction, class_names, train_data, self.val_dataset, exemplars

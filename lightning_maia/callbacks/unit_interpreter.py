@@ -241,7 +241,12 @@ class UnitInterpreter(Callback):
             return None
         # Every rank reads its shard; the merged exemplars are the same on all ranks.
         exemplars = compute_exemplars(
-            pl_module, dataset, self._selections, k=self.k, progress=False
+            pl_module,
+            dataset,
+            self._selections,
+            k=self.k,
+            progress=False,
+            preprocess=self.preprocess,
         )
         if not trainer.is_global_zero:
             return None
@@ -260,7 +265,9 @@ class UnitInterpreter(Callback):
         self, module: pl.LightningModule, dataset: Dataset[Any], epoch: int
     ) -> tuple[int, list[_UnitRun]]:
         """Exemplars, unit choice and the agent, all on a snapshot (background mode)."""
-        exemplars = compute_exemplars(module, dataset, self._selections, k=self.k, progress=False)
+        exemplars = compute_exemplars(
+            module, dataset, self._selections, k=self.k, progress=False, preprocess=self.preprocess
+        )
         return self._interpret(module, exemplars, self._choose_units(exemplars, epoch), epoch)
 
     def _choose_units(self, exemplars: ExemplarResult, epoch: int) -> list[Unit]:
@@ -332,12 +339,12 @@ class UnitInterpreter(Callback):
                 rank_zero_warn(DESCRIBE_HINT)
                 self._warned_describer = True
             toolbox.dataset_exemplars()
-            return UnitReport(
-                unit=unit.spec,
-                task=self.task.name,
-                agent=self.agent.name,
+            return UnitReport.undescribed(
+                unit.spec,
+                self.task.name,
+                self.agent.name,
+                "no describer can describe these images (configure a describer)",
                 label="(no describer)",
-                status="ok",
                 details={"mean_activation": exemplars.mean_activation(unit)},
             )
         try:
@@ -412,7 +419,8 @@ class UnitInterpreter(Callback):
         scores = [r.score for r in self.reports if r.score is not None and math.isfinite(r.score)]
         summary = {
             "units_described": float(sum(r.ok for r in self.reports)),
-            "units_failed": float(sum(not r.ok for r in self.reports)),
+            "units_undescribed": float(sum(r.status == "undescribed" for r in self.reports)),
+            "units_failed": float(sum(r.failed_run for r in self.reports)),
             "label_changes": float(changes),
         }
         if scores:

@@ -155,7 +155,7 @@ class Toolbox:
     def exemplar_result(self) -> ExemplarResult | None:
         if self._exemplar_result is None and self._exemplar_data is not None:
             self._exemplar_result = compute_exemplars(
-                self.subject.model, self._exemplar_data, [self.unit], k=self.k, progress=False
+                self.subject, self._exemplar_data, [self.unit], k=self.k, progress=False
             )
         return self._exemplar_result
 

@@ -1,0 +1,121 @@
+"""One input convention: the same photo gives the same activation as an exemplar and through
+``Subject.call_units``, whether the data yield display images (and the subject preprocesses)
+or normalised tensors (and declare ``denormalize``); pictures are always display images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.photos import write_photo_folder
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from lightning_maia.errors import ConfigurationError
+from lightning_maia.exemplars import compute_exemplars
+from lightning_maia.image_folder import ImageFolder
+from lightning_maia.subject import Subject, imagenet_preprocess
+from lightning_maia.tools.toolbox import Toolbox
+from lightning_maia.units import Unit
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+UNITS = ["1:0-3"]
+
+
+def convnet() -> nn.Module:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+
+
+class NormalisedFolder(Dataset[tuple[Tensor, int]]):
+    """The folder's photos normalised with the ImageNet statistics, as many loaders yield."""
+
+    def __init__(self, folder: ImageFolder) -> None:
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image, label = self.folder[index]
+        return (image - MEAN) / STD, label
+
+    @staticmethod
+    def denormalize(images: Tensor) -> Tensor:
+        return images * STD.to(images.device) + MEAN.to(images.device)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> ImageFolder:
+    return ImageFolder(write_photo_folder(tmp_path_factory.mktemp("photos")), size=32)
+
+
+def assert_exemplars_match_call_units(subject: Subject, data: Dataset, photos: ImageFolder) -> None:
+    result = compute_exemplars(subject, data, UNITS, k=4, progress=False)
+    for index in range(4):
+        unit = Unit("1", index)
+        exemplars = result.for_unit(unit)
+        pictures = result.images(unit)
+        # The pictures are the photos themselves, in [0, 1]...
+        expected = torch.stack([photos[int(i)][0] for i in exemplars.dataset_indices])
+        torch.testing.assert_close(pictures, expected, atol=1e-5, rtol=0)
+        # ... and the subject scores them exactly as the exemplar pass did.
+        again = subject.call_units(pictures).unit_activations(unit)
+        torch.testing.assert_close(again, exemplars.activations, atol=1e-5, rtol=1e-5)
+
+
+def test_display_images_with_a_preprocessing_subject(photos: ImageFolder) -> None:
+    subject = Subject(convnet(), UNITS, preprocess=imagenet_preprocess())
+    assert_exemplars_match_call_units(subject, photos, photos)
+    # Without the preprocess the exemplar pass would score other numbers: the test can fail.
+    plain = compute_exemplars(subject.model, photos, UNITS, k=4, progress=False)
+    routed = compute_exemplars(subject, photos, UNITS, k=4, progress=False)
+    assert not torch.allclose(plain.for_unit(Unit("1", 0)).activations,
+                              routed.for_unit(Unit("1", 0)).activations)  # fmt: skip
+
+
+def test_normalised_data_declare_denormalize(photos: ImageFolder) -> None:
+    subject = Subject(convnet(), UNITS, preprocess=imagenet_preprocess())
+    normalised = NormalisedFolder(photos)
+    assert_exemplars_match_call_units(subject, normalised, photos)
+    # Both conventions find the same exemplars with the same activations.
+    a = compute_exemplars(subject, photos, UNITS, k=4, progress=False)
+    b = compute_exemplars(subject, normalised, UNITS, k=4, progress=False)
+    torch.testing.assert_close(a.layers["1"].activations, b.layers["1"].activations)
+    assert torch.equal(a.layers["1"].dataset_indices, b.layers["1"].dataset_indices)
+
+
+def test_a_preprocess_that_does_not_undo_denormalize_fails_at_setup(photos: ImageFolder) -> None:
+    subject = Subject(convnet(), UNITS, preprocess=lambda images: images * 2.0)
+    with pytest.raises(ConfigurationError, match="`preprocess` does not undo it"):
+        compute_exemplars(subject, NormalisedFolder(photos), UNITS, k=2, progress=False)
+
+
+def test_the_toolbox_exemplars_go_through_the_preprocess(photos: ImageFolder) -> None:
+    subject = Subject(convnet(), UNITS, preprocess=imagenet_preprocess())
+    toolbox = Toolbox(subject, "1:2", exemplar_data=photos, k=4)
+    found = toolbox.dataset_exemplars()
+    pictures = torch.stack([toolbox.images.get(e.id).image for e in found])
+    measured = subject.call_units(pictures).unit_activations(Unit("1", 2))
+    torch.testing.assert_close(measured, torch.tensor([e.activation for e in found]))
+
+
+def test_the_cache_key_includes_the_preprocess(photos: ImageFolder, tmp_path: Path) -> None:
+    model = convnet()
+    first = compute_exemplars(
+        model, photos, UNITS, k=3, cache_dir=tmp_path, progress=False,
+        preprocess=imagenet_preprocess(),
+    )  # fmt: skip
+    resized = compute_exemplars(
+        model, photos, UNITS, k=3, cache_dir=tmp_path, progress=False,
+        preprocess=imagenet_preprocess(16),
+    )  # fmt: skip
+    plain = compute_exemplars(model, photos, UNITS, k=3, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("exemplars-*.pt"))) == 3
+    fresh = compute_exemplars(model, photos, UNITS, k=3, progress=False,
+                              preprocess=imagenet_preprocess(16))  # fmt: skip
+    torch.testing.assert_close(resized.layers["1"].activations, fresh.layers["1"].activations)
+    assert not torch.allclose(first.layers["1"].activations, resized.layers["1"].activations)
+    assert not torch.allclose(first.layers["1"].activations, plain.layers["1"].activations)
