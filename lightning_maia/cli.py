@@ -54,20 +54,47 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _add_audit_parser(commands: Any) -> None:
+    from lightning_maia.recipes.backend_registry import describe_backends
+
     audit = commands.add_parser(
         "audit",
         help="audit a trained model: interpret units, check spurious features, flag inputs",
         description="Exit codes: 0 every check passed, 1 a check failed, 2 usage or "
-        "configuration error.",
+        "configuration error. Data yield display images in [0, 1]; --preprocess maps them to "
+        "the model's input. The current folder is on the import path.",
     )
     source = audit.add_argument_group("model and data")
-    source.add_argument("--model", help="LightningModule class path, e.g. pkg.module.Classifier")
-    source.add_argument("--ckpt", type=Path, help="checkpoint with the weights to audit")
+    source.add_argument(
+        "--model",
+        help="the model: a LightningModule or nn.Module class, or a function returning one, "
+        "e.g. my_models.resnet (a module in the current folder) or pkg.module:Classifier",
+    )
+    source.add_argument(
+        "--ckpt",
+        type=Path,
+        help="weights to load: a Lightning checkpoint or a state_dict file (default: the "
+        "weights the model's constructor loads)",
+    )
     source.add_argument("--config", type=Path, help="a LightningCLI config (model and data)")
     source.add_argument("--datamodule", help="LightningDataModule class path (its val data)")
     source.add_argument("--image-folder", type=Path, help="a folder of images (class subfolders)")
     source.add_argument("--image-size", type=int, default=224, help="image side for the folder")
-    source.add_argument("--class-names", type=_comma_list, help="comma-separated class names")
+    source.add_argument(
+        "--preprocess",
+        help="display images [0, 1] -> model input: none, imagenet, imagenet:SIZE, or a "
+        "function path (default: none)",
+    )
+    source.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.25,
+        help="share of an image folder held out for the spurious task's refit (default 0.25)",
+    )
+    source.add_argument(
+        "--class-names",
+        type=_comma_list,
+        help="comma-separated class names (default: the image folder's subfolders)",
+    )
     what = audit.add_argument_group("what to check")
     what.add_argument("--units", nargs="+", required=True, help="unit specs, e.g. layer4:0-9")
     what.add_argument(
@@ -88,8 +115,16 @@ def _add_audit_parser(commands: Any) -> None:
     agent.add_argument("--agent", default="scientist", help="scientist, vlm or vlm-code")
     agent.add_argument("--vlm-model", help="VLM model name (else OPENAI_MODEL)")
     agent.add_argument("--vlm-base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL)")
-    agent.add_argument("--generator-pipeline", help="diffusers text-to-image pipeline path")
-    agent.add_argument("--editor-pipeline", help="diffusers image-edit pipeline path")
+    agent.add_argument(
+        "--describer", help=f"what describes images: {describe_backends('describer')}"
+    )
+    agent.add_argument("--generator", help=f"image designer: {describe_backends('generator')}")
+    agent.add_argument("--editor", help=f"image editor: {describe_backends('editor')}")
+    agent.add_argument(
+        "--vocabulary", type=_comma_list, default=[], help="comma-separated concept terms"
+    )
+    agent.add_argument("--generator-pipeline", help="same as --generator diffusers:PATH")
+    agent.add_argument("--editor-pipeline", help="same as --editor diffusers:PATH")
     gates = audit.add_argument_group("CI gates")
     gates.add_argument(
         "--fail-on",
@@ -139,6 +174,10 @@ def _run_bench(args: argparse.Namespace) -> int:
 def _run_audit(args: argparse.Namespace) -> int:
     from lightning_maia.recipes.audit import AuditOptions, run_audit
 
+    # A model or preprocess module beside the user (``my_models.py``) imports without PYTHONPATH.
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
     options = AuditOptions(
         units=args.units,
         model=args.model,
@@ -147,6 +186,12 @@ def _run_audit(args: argparse.Namespace) -> int:
         datamodule=args.datamodule,
         image_folder=args.image_folder,
         image_size=args.image_size,
+        preprocess=args.preprocess,
+        val_fraction=args.val_fraction,
+        describer=args.describer,
+        generator=args.generator,
+        editor=args.editor,
+        vocabulary=args.vocabulary,
         tasks=args.tasks,
         agent=args.agent,
         vlm_model=args.vlm_model,
@@ -181,11 +226,12 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_report(args: argparse.Namespace) -> int:
     from lightning_maia.reporting.html_report import write_report
-    from lightning_maia.reporting.results_store import load_results
+    from lightning_maia.reporting.results_store import load_audit, load_results
 
     sections, meta = load_results(args.results)
     target = args.out or (args.results / "report.html")
-    print(write_report(target, sections, title=args.title, meta=meta))
+    audit = load_audit(args.results)
+    print(write_report(target, sections, title=args.title, meta=meta, audit=audit))
     return EXIT_OK
 
 

@@ -19,7 +19,8 @@ Every error the library raises on purpose derives from :class:`MaiaError`::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import difflib
+from collections.abc import Iterable, Sequence
 
 
 class MaiaError(Exception):
@@ -97,3 +98,19 @@ def bad_option(name: str, allowed: str, got: object) -> ConfigurationError:
     "`reduction` can be max or mean, got 'median'"
     """
     return ConfigurationError(f"`{name}` can be {allowed}, got {got!r}")
+
+
+def closest_names(value: str, known: Sequence[str], n: int = 5) -> str:
+    """At most ``n`` of the ``known`` names, closest to ``value`` first, for an error message
+    that stays short however many names there are.
+
+    >>> closest_names("tabby", ["tabby cat", "tiger cat", "tench", "goldfish", "shark", "hen"])
+    'tabby cat (of 6)'
+    >>> closest_names("x", ["a", "b"])
+    'a, b'
+    """
+    names = list(dict.fromkeys(known))
+    close = difflib.get_close_matches(value, names, n=n, cutoff=0.6)
+    close += [name for name in names if value.lower() in name.lower() and name not in close]
+    close = close[:n] or names[:n]
+    return ", ".join(close) + (f" (of {len(names)})" if len(names) > len(close) else "")

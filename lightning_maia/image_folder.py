@@ -1,7 +1,10 @@
 """Images from a folder, read with PIL (no torchvision): ``root/CLASS/*.png`` or a flat folder.
 
-Items are ``(float (3, size, size) in [0, 1], label)``; with class subfolders the label is the
-class index (``class_names`` sorted), in a flat folder it is -1.
+Items are ``(float (3, size, size) in [0, 1], label)`` — display images, the input convention of
+the library (a model's normalisation is the Subject's ``preprocess``); with class subfolders the
+label is the class index (``class_names`` sorted), in a flat folder it is -1. Every item is named
+by its file (``item_name``, ``origin``), and :meth:`ImageFolder.split` gives a seeded, stratified
+train/validation split.
 
 >>> import tempfile, pathlib
 >>> from PIL import Image
@@ -51,6 +54,46 @@ class ImageFolder(Dataset[tuple[torch.Tensor, int]]):
             raise ConfigurationError(
                 f"no images ({', '.join(IMAGE_SUFFIXES)}) under {str(self.root)!r}"
             )
+        self.split_name = ""
+
+    def item_name(self, index: int) -> str:
+        """The item's file, relative to the folder (``cat/a.png``)."""
+        return self.items[index][0].relative_to(self.root).as_posix()
+
+    def origin(self, index: int) -> str:
+        """A stable id of the item across runs (the flagger's item id)."""
+        return f"{self.root.name}/{self.item_name(index)}"
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.items]
+
+    def split(self, val_fraction: float, seed: int = 0) -> tuple[ImageFolder, ImageFolder]:
+        """Train and validation parts, ``val_fraction`` of each class in the latter (seeded;
+        stratified where every class has two images or more)."""
+        from sklearn.model_selection import train_test_split
+
+        if isinstance(val_fraction, bool) or not 0.0 < float(val_fraction) < 1.0:
+            raise bad_option("val_fraction", "a number in (0, 1)", val_fraction)
+        if len(self.items) < 2:
+            raise ConfigurationError(f"{str(self.root)!r} has one image: too few to split")
+        labels = self.labels
+        stratify = labels if min(labels.count(c) for c in set(labels)) >= 2 else None
+        positions = list(range(len(self.items)))
+        try:
+            train, val = train_test_split(
+                positions, test_size=val_fraction, random_state=seed, stratify=stratify
+            )
+        except ValueError:  # more classes than validation items: split without strata
+            train, val = train_test_split(positions, test_size=val_fraction, random_state=seed)
+        return self._part(sorted(train), "train"), self._part(sorted(val), "val")
+
+    def _part(self, positions: list[int], name: str) -> ImageFolder:
+        part = object.__new__(ImageFolder)
+        part.__dict__.update(self.__dict__)
+        part.items = [self.items[i] for i in positions]
+        part.split_name = name
+        return part
 
     @property
     def cache_key(self) -> str:

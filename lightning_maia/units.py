@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from lightning_maia.errors import UnitSpecError
+from lightning_maia.errors import UnitSpecError, closest_names
 
 OUTPUT_LAYER = "output"
 
@@ -120,6 +120,11 @@ def _parse_part(
     if layer == OUTPUT_LAYER and class_names is not None:
         if part in class_names:
             return [list(class_names).index(part)]
+        if len(class_names) > 10:  # an ImageNet head: never print every name
+            raise UnitSpecError(
+                f"unknown class {part!r} in unit spec {spec!r}; closest class names: "
+                f"{closest_names(part, class_names)}"
+            )
         close = difflib.get_close_matches(part, list(class_names), n=3)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise UnitSpecError(

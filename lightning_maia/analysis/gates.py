@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from lightning_maia.errors import ConfigurationError
+from lightning_maia.errors import ConfigurationError, closest_names
 from lightning_maia.reporting.junit import CheckResult
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -55,17 +55,34 @@ def parse_gate(text: str) -> Gate:
     return Gate(text.strip(), metric, op or ">", float(number) if number else 0.0)
 
 
-def evaluate_gates(conditions: Sequence[str], figures: Mapping[str, float]) -> list[CheckResult]:
-    """One check per condition: passed unless the condition holds on ``figures``."""
+def evaluate_gates(
+    conditions: Sequence[str],
+    figures: Mapping[str, float],
+    known: Collection[str] | None = None,
+) -> list[CheckResult]:
+    """One check per condition: passed unless the condition holds on ``figures``.
+
+    ``known`` are the figures the run could report (checked before it ran): a gate on one of
+    them that the run did not report (e.g. an AUROC without labels) fails, saying so, since
+    it cannot be shown to pass. Without ``known``, a figure not in ``figures`` is a usage error
+    that lists at most the 5 closest names.
+    """
     gates = [parse_gate(text) for text in conditions]
-    unknown = sorted({g.metric for g in gates} - set(figures))
+    unknown = sorted({g.metric for g in gates} - set(figures) - set(known or ()))
     if unknown:
+        names = sorted(figures)
+        listed = ", ".join(names) if len(names) <= 5 else closest_names(unknown[0], names)
         raise ConfigurationError(
             f"`--fail-on` names unknown figure(s) {', '.join(unknown)}; this audit has: "
-            f"{', '.join(sorted(figures)) or 'none'}"
+            f"{listed or 'none'}"
         )
     checks = []
     for gate in gates:
+        if gate.metric not in figures:
+            checks.append(
+                CheckResult(gate.text, False, f"failed: {gate.metric} was not reported by this run")
+            )
+            continue
         value = float(figures[gate.metric])
         holds = gate.holds(value)
         verdict = "failed" if holds else "passed"

@@ -326,7 +326,9 @@ class SpuriousFeatureRemover(Callback):
         val_data: Dataset[Any] | None,
         exemplars: Any,
     ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        train = head_inputs(pl_module, head, train_data, self.batch_size, self.progress)
+        train = head_inputs(
+            pl_module, head, train_data, self.batch_size, self.progress, self.preprocess
+        )
         selection = l1_top_units(train.features, train.labels, self.k, seed=self.seed)
         self.judgements = judge_units(
             pl_module,
@@ -395,7 +397,9 @@ class SpuriousFeatureRemover(Callback):
         if new is not None and self.finetune_epochs and self.when == "fit_end":
             new = finetune_head(new, train.features, train.labels, self.finetune_epochs, self.seed)
         if val_data is not None:
-            val = head_inputs(pl_module, head, val_data, self.batch_size, self.progress)
+            val = head_inputs(
+                pl_module, head, val_data, self.batch_size, self.progress, self.preprocess
+            )
             weight, bias = effective_linear(head)
             before = head_metrics(
                 val.features @ weight.T.cpu() + bias.cpu(), val.labels, val.groups
@@ -431,7 +435,7 @@ class SpuriousFeatureRemover(Callback):
     ) -> tuple[str, str]:
         if self.feature_layer is not None:
             return self.feature_layer, "mean"
-        found = feeding_layer(model, head, dataset)
+        found = feeding_layer(model, head, dataset, self.preprocess)
         if found is None:
             raise bad_option(
                 "feature_layer",
@@ -498,8 +502,10 @@ def head_inputs(
     dataset: Dataset[Any],
     batch_size: int = 256,
     progress: bool = False,
+    preprocess: Preprocess | None = None,
 ) -> HeadInputs:
-    """What ``head`` reads (its raw input, before any mask) on every item of ``dataset``."""
+    """What ``head`` reads (its raw input, before any mask) on every item of ``dataset``
+    (display images, through ``preprocess`` where given)."""
     captured: list[Tensor] = []
 
     def hook(_: nn.Module, inputs: tuple[Any, ...]) -> None:
@@ -513,7 +519,8 @@ def head_inputs(
     try:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
         for batch in tqdm(loader, desc="head inputs", leave=False, disable=not progress):
-            model(batch[0].to(device))
+            images = batch[0].to(device)
+            model(preprocess(images) if preprocess is not None else images)
             labels.append(torch.as_tensor(batch[1]).long())
     finally:
         handle.remove()
@@ -523,7 +530,7 @@ def head_inputs(
 
 @torch.inference_mode()
 def feeding_layer(
-    model: nn.Module, head: nn.Module, dataset: Dataset[Any]
+    model: nn.Module, head: nn.Module, dataset: Dataset[Any], preprocess: Preprocess | None = None
 ) -> tuple[str, str] | None:
     """The module whose output ``head`` reads and how to reduce it: ``(path, "mean")``.
 
@@ -545,7 +552,8 @@ def feeding_layer(
     was_training = model.training
     model.eval()
     try:
-        model(images.to(next(model.parameters()).device))
+        images = images.to(next(model.parameters()).device)
+        model(preprocess(images) if preprocess is not None else images)
     finally:
         for handle in handles:
             handle.remove()

@@ -5,11 +5,18 @@ misclassifications — and gate CI on the findings.
 ``lightning-maia report``), ``reports.csv``, ``report.html``, ``figures.json`` and ``checks.xml``
 (JUnit: one test case per task and per ``--fail-on`` condition). Its exit code is 0 when every
 check passed, 1 when one failed.
+
+Everything that can be checked without the model runs first (:meth:`AuditOptions.check`): the
+tasks, the agent, the backends, every ``--fail-on`` condition and the figure it names, the files;
+then the model, the data and the unit specs, before any exemplar pass. The ``interpret`` check
+fails when no unit got a real description (a placeholder for an undescribed unit is no
+description), and ``label_drift`` compares real descriptions only.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,17 +32,31 @@ from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.analysis.gates import evaluate_gates, parse_gate
 from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
-from lightning_maia.errors import ConfigurationError, bad_option
-from lightning_maia.recipes.audit_tasks import flagging_task, spurious_task
-from lightning_maia.recipes.loading import import_class, load_model, validation_loader
+from lightning_maia.errors import ConfigurationError, bad_option, closest_names
+from lightning_maia.image_folder import ImageFolder
+from lightning_maia.recipes.audit_tasks import TASK_FIGURES, AuditData, flagging_task, spurious_task
+from lightning_maia.recipes.backend_registry import (
+    BackendContext,
+    build_backend,
+    check_backend_spec,
+)
+from lightning_maia.recipes.loading import (
+    import_class,
+    load_model,
+    load_preprocess,
+    validation_loader,
+)
+from lightning_maia.reporting.audit_sections import AuditFindings, flagged_inputs
 from lightning_maia.reporting.html_report import UnitSection, write_report
 from lightning_maia.reporting.junit import CheckResult, write_junit
 from lightning_maia.reporting.results_store import load_results, save_results
-from lightning_maia.tools.backends.base import ImageEditor, ImageGenerator
 from lightning_maia.tools.backends.vlm import VLMClient
+from lightning_maia.units import resolve_units
 
 TASKS = ("interpret", "spurious", "flagging")
 AGENTS = ("scientist", "vlm", "vlm-code")
+#: Flagged inputs shown in the report.
+FLAGGED_SHOWN = 24
 
 
 @dataclass
@@ -49,32 +70,101 @@ class AuditOptions:
     datamodule: str | None = None
     image_folder: Path | None = None
     image_size: int = 224
+    #: ``none``, ``imagenet[:SIZE]`` or a function path: display images in [0, 1] -> model input.
+    preprocess: str | None = None
     tasks: list[str] = field(default_factory=lambda: ["interpret"])
     agent: str = "scientist"
     vlm_model: str | None = None
     vlm_base_url: str | None = None
+    #: Backend specs: ``NAME`` or ``NAME:ARG`` (see ``recipes/backend_registry.py``).
+    describer: str | None = None
+    generator: str | None = None
+    editor: str | None = None
+    vocabulary: list[str] = field(default_factory=list)
     generator_pipeline: str | None = None
     editor_pipeline: str | None = None
     class_names: list[str] | None = None
     strategy: str | None = None
     max_units: int = 8
     k: int = 15
+    #: Share of an image folder held out when the ``spurious`` task needs a split.
+    val_fraction: float = 0.25
     seed: int = 0
     out: Path = Path("maia_audit")
     fail_on: list[str] = field(default_factory=list)
     baseline: Path | None = None
     spurious_attributes: list[str] = field(default_factory=lambda: ["background"])
 
+    def __post_init__(self) -> None:
+        # The older pipeline options are the diffusers backends by another name.
+        if self.generator_pipeline is not None and self.generator is None:
+            self.generator = f"diffusers:{self.generator_pipeline}"
+        if self.editor_pipeline is not None and self.editor is None:
+            self.editor = f"diffusers:{self.editor_pipeline}"
+
+    @property
+    def backend_context(self) -> BackendContext:
+        return BackendContext(tuple(self.vocabulary), self.vlm_model, self.vlm_base_url)
+
+    def known_figures(self) -> list[str]:
+        """Every figure this audit can report: what ``--fail-on`` may name."""
+        names = [name for task in self.tasks for name in TASK_FIGURES.get(task, ())]
+        if "interpret" in self.tasks and self.baseline is not None:
+            names.append("label_drift")
+        return list(dict.fromkeys(names))
+
     def check(self) -> None:
+        """Every usage error that needs no model or data, before any work."""
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
             raise bad_option("--tasks", ", ".join(TASKS), ",".join(self.tasks))
         if self.agent not in AGENTS:
             raise bad_option("--agent", ", ".join(AGENTS), self.agent)
+        if not self.units:
+            raise bad_option("--units", "unit specs such as 'layer4:0-9'", self.units)
+        for name, value in (
+            ("--max-units", self.max_units),
+            ("--k", self.k),
+            ("--image-size", self.image_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad_option(name, "a positive integer", value)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise bad_option("--val-fraction", "a number in (0, 1)", self.val_fraction)
+        context = self.backend_context
+        for role in ("describer", "generator", "editor"):
+            spec = getattr(self, role)
+            if spec is not None:
+                check_backend_spec(role, spec, context)
+        known = self.known_figures()
         for condition in self.fail_on:
-            parse_gate(condition)  # malformed conditions are usage errors, before any work
+            gate = parse_gate(condition)  # malformed conditions are usage errors, before any work
+            if gate.metric not in known:
+                hint = (
+                    " (label_drift needs `--baseline` and the interpret task)"
+                    if gate.metric == "label_drift"
+                    else ""
+                )
+                raise ConfigurationError(
+                    f"`--fail-on` {condition!r} names an unknown figure {gate.metric!r}{hint}; "
+                    f"the tasks {','.join(self.tasks)} report: {closest_names(gate.metric, known)}"
+                )
+        for name, path in (
+            ("--ckpt", self.ckpt),
+            ("--config", self.config),
+            ("--image-folder", self.image_folder),
+        ):
+            if path is not None and not path.exists():
+                raise ConfigurationError(f"`{name}`: no such file or folder {str(path)!r}")
         if self.baseline is not None and not self.baseline.exists():
             raise ConfigurationError(f"`--baseline`: no such results {str(self.baseline)!r}")
+        data = (self.image_folder, self.datamodule, self.config)
+        if "spurious" in self.tasks and all(source is None for source in data):
+            raise ConfigurationError(
+                "the `spurious` task refits the head on training data: give `--image-folder` "
+                "(split by `--val-fraction`), `--datamodule` or a `--config` with data"
+            )
+        load_preprocess(self.preprocess)  # an unknown preprocess fails here too
 
 
 @dataclass
@@ -97,20 +187,6 @@ def make_agent(options: AuditOptions) -> ScientistAgent | VLMAgent:
     return VLMAgent(client, mode="code" if options.agent == "vlm-code" else "tools")
 
 
-def make_backends(options: AuditOptions) -> tuple[ImageGenerator | None, ImageEditor | None]:
-    generator: ImageGenerator | None = None
-    editor: ImageEditor | None = None
-    if options.generator_pipeline is not None:
-        from lightning_maia.tools.backends.diffusers_backend import DiffusersGenerator
-
-        generator = DiffusersGenerator(options.generator_pipeline)
-    if options.editor_pipeline is not None:
-        from lightning_maia.tools.backends.diffusers_backend import DiffusersEditor
-
-        editor = DiffusersEditor(options.editor_pipeline)
-    return generator, editor
-
-
 def _validate_with(
     model: pl.LightningModule, loader: DataLoader[Any], callbacks: list[Callback], out: Path
 ) -> pl.Trainer:
@@ -129,15 +205,54 @@ def _validate_with(
 
 
 def _label_drift(baseline: Path, sections: list[UnitSection]) -> float:
+    """Units whose real description changed since ``baseline``; placeholders of undescribed
+    or failed runs (either side) are never compared."""
     previous, _ = load_results(baseline)
-    labels = {s.report.unit: s.report.label for s in previous}
+    labels = {s.report.unit: s.report.label for s in previous if s.report.ok}
     return float(
         sum(
             1
             for s in sections
-            if s.report.unit in labels and labels[s.report.unit] != s.report.label
+            if s.report.ok and s.report.unit in labels and labels[s.report.unit] != s.report.label
         )
     )
+
+
+def _data(options: AuditOptions, datamodule: Any) -> AuditData:
+    """The interpreted data and, for the spurious task, train and held-out parts."""
+    if datamodule is None and options.datamodule is not None and options.image_folder is None:
+        datamodule = import_class(options.datamodule, "--datamodule")()
+    loader = validation_loader(datamodule, None, options.image_folder, options.image_size)
+    if "spurious" not in options.tasks:
+        return AuditData(loader)
+    if options.image_folder is not None:
+        folder = loader.dataset
+        assert isinstance(folder, ImageFolder)
+        if folder.class_names == []:
+            raise ConfigurationError(
+                "the `spurious` task needs labels: give `--image-folder` class subfolders"
+            )
+        train, held_out = folder.split(options.val_fraction, options.seed)
+        return AuditData(loader, train, held_out)
+    if datamodule is None or not hasattr(datamodule, "train_dataloader"):
+        raise ConfigurationError(
+            "the `spurious` task refits the head on training data: give `--image-folder`, "
+            "`--datamodule` or a `--config` whose data has a train_dataloader"
+        )
+    datamodule.setup("fit")
+    return AuditData(loader, datamodule.train_dataloader().dataset)
+
+
+def _interpret_check(figures: dict[str, float], seconds: float) -> CheckResult:
+    described, failed = int(figures["units_described"]), int(figures["units_failed"])
+    undescribed = int(figures["units_undescribed"])
+    message = f"{described} units described, {undescribed} undescribed, {failed} failed"
+    if described == 0:
+        message += (
+            "; no unit was described: give a describer that can read these images "
+            "(`--describer caption:DIR`, `clip:DIR` with `--vocabulary`, or `vlm`)"
+        )
+    return CheckResult("interpret", described > 0 and failed == 0, message, seconds)
 
 
 def run_audit(options: AuditOptions) -> AuditOutcome:
@@ -145,9 +260,23 @@ def run_audit(options: AuditOptions) -> AuditOutcome:
     options.check()
     started = time.perf_counter()
     model, datamodule = load_model(options.model, options.ckpt, options.config, options.seed)
-    if datamodule is None and options.datamodule is not None and options.image_folder is None:
-        datamodule = import_class(options.datamodule, "--datamodule")()
-    loader = validation_loader(datamodule, None, options.image_folder, options.image_size)
+    data = _data(options, datamodule)
+    class_names = (
+        options.class_names
+        or list(getattr(data.loader.dataset, "class_names", None) or [])
+        or list(getattr(model, "class_names", None) or [])
+        or None
+    )
+    resolve_units(model, options.units, class_names)  # bad specs fail before any pass
+    context = options.backend_context
+    state: dict[str, Any] = {
+        "class_names": class_names,
+        "preprocess": load_preprocess(options.preprocess),
+        "describer": build_backend("describer", options.describer, context),
+        "generator": build_backend("generator", options.generator, context),
+        "editor": build_backend("editor", options.editor, context),
+        "agent": make_agent(options),
+    }
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, float] = {}
@@ -155,52 +284,60 @@ def run_audit(options: AuditOptions) -> AuditOutcome:
     sections: list[UnitSection] = []
     if "interpret" in options.tasks:
         tic = time.perf_counter()
-        generator, editor = make_backends(options)
         interpreter = UnitInterpreter(
             units=options.units,
             strategy=options.strategy,
             max_units=options.max_units,
-            agent=make_agent(options),
-            dataset=loader.dataset,
+            agent=state["agent"],
+            dataset=data.loader.dataset,
             k=options.k,
-            class_names=options.class_names,
-            generator=generator,
-            editor=editor,
+            class_names=class_names,
+            preprocess=state["preprocess"],
+            generator=state["generator"],
+            editor=state["editor"],
+            describer=state["describer"],
             output_dir=str(out / "interpret"),
             seed=options.seed,
         )
-        _validate_with(model, loader, [interpreter], out)
+        _validate_with(model, data.loader, [interpreter], out)
         sections = interpreter.sections
-        figures["units_described"] = float(sum(r.ok for r in interpreter.reports))
-        figures["units_failed"] = float(sum(not r.ok for r in interpreter.reports))
+        reports = interpreter.reports
+        figures["units_described"] = float(sum(r.ok for r in reports))
+        figures["units_undescribed"] = float(sum(r.status == "undescribed" for r in reports))
+        figures["units_failed"] = float(sum(r.failed_run for r in reports))
+        scores = [r.score for r in reports if r.ok and r.score is not None]
+        if scores and all(math.isfinite(s) for s in scores):
+            figures["mean_score"] = float(sum(scores) / len(scores))
         if options.baseline is not None:
             figures["label_drift"] = _label_drift(options.baseline, sections)
-        checks.append(
-            CheckResult(
-                "interpret",
-                figures["units_failed"] == 0,
-                f"{int(figures['units_described'])} units described, "
-                f"{int(figures['units_failed'])} failed",
-                time.perf_counter() - tic,
-            )
-        )
-    state: dict[str, Any] = {}
+        checks.append(_interpret_check(figures, time.perf_counter() - tic))
     for task, run in (("spurious", spurious_task), ("flagging", flagging_task)):
         if task in options.tasks:
             tic = time.perf_counter()
-            found = run(options, model, loader, datamodule, state)
+            found = run(options, model, data, state)
             figures.update(found)
             summary = ", ".join(f"{k}={v:.3g}" for k, v in sorted(found.items()))
             checks.append(CheckResult(task, True, summary, time.perf_counter() - tic))
-    checks.extend(evaluate_gates(options.fail_on, figures))
+    checks.extend(evaluate_gates(options.fail_on, figures, options.known_figures()))
     meta = {
-        "model": type(model).__name__,
+        "model": type(getattr(model, "audited", model)).__name__,
         "agent": options.agent,
         "tasks": ",".join(options.tasks),
         "checkpoint": str(options.ckpt or ""),
+        "describer": options.describer or "procedural",
+        "preprocess": options.preprocess or "none",
     }
-    save_results(out, sections, meta)
-    write_report(out / "report.html", sections, title="lightning-maia audit", meta=meta)
+    findings = AuditFindings(checks=checks, figures=dict(figures))
+    if "flagging" in state:
+        result, dataset = state["flagging"]
+        findings.flagged, findings.flagged_total = flagged_inputs(
+            result.table, dataset, FLAGGED_SHOWN
+        )
+        findings.scored_total = len(result.table)
+    save_results(out, sections, meta, audit=findings)
+    write_report(
+        out / "report.html", sections, title="lightning-maia audit", meta=meta, audit=findings
+    )
     figures["seconds"] = time.perf_counter() - started
     partial = out / "figures.json.partial"
     partial.write_text(json.dumps(figures, indent=2) + "\n")

@@ -3,18 +3,52 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from lightning_maia.analysis.risk import SCORES
 from lightning_maia.callbacks.misclassification_flagger import (
     MisclassificationFlagger,
     remover_spurious_units,
 )
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
-from lightning_maia.errors import ConfigurationError
+
+#: The figures each task can report (what ``--fail-on`` may name), checked before any work.
+_HEAD_METRICS = ("accuracy", "balanced_accuracy", "worst_group_accuracy")
+TASK_FIGURES: dict[str, tuple[str, ...]] = {
+    "interpret": ("units_described", "units_undescribed", "units_failed", "mean_score"),
+    "spurious": (
+        "units_judged",
+        "units_failed",
+        "units_spurious",
+        "units_core",
+        "units_kept",
+        "erased_dimensions",
+        "spurious_units",
+        *(f"{when}_{name}" for when in ("before", "after") for name in _HEAD_METRICS),
+    ),
+    "flagging": (
+        "flagged_rate",
+        "subgroups_found",
+        "spurious_units",
+        *(f"{kind}_{score}" for kind in ("auroc", "aupr_error") for score in SCORES),
+    ),
+}
+
+
+@dataclass
+class AuditData:
+    """The data of an audit: what is interpreted and flagged, and the spurious task's split."""
+
+    loader: DataLoader[Any]
+    #: Training data the spurious task refits the head on (None: the task cannot run).
+    train: Dataset[Any] | None = None
+    #: Held-out data the spurious task measures the refit head on.
+    held_out: Dataset[Any] | None = None
 
 
 def _trainer(out: Path) -> pl.Trainer:
@@ -30,33 +64,29 @@ def _trainer(out: Path) -> pl.Trainer:
 
 
 def spurious_task(
-    options: Any,
-    model: pl.LightningModule,
-    loader: DataLoader[Any],
-    datamodule: Any,
-    state: dict[str, Any],
+    options: Any, model: pl.LightningModule, data: AuditData, state: dict[str, Any]
 ) -> dict[str, float]:
     """Judge the head's input units and refit without the spurious ones (figures only: the
     audited checkpoint is not changed)."""
-    if datamodule is None or not hasattr(datamodule, "train_dataloader"):
-        raise ConfigurationError(
-            "the `spurious` task refits the head on training data: give `--datamodule` or a "
-            "`--config` whose data has a train_dataloader"
-        )
-    datamodule.setup("fit")
-    train = datamodule.train_dataloader()
+    assert data.train is not None  # AuditOptions.check and the loading made sure of it
+    held_out = data.held_out if data.held_out is not None else data.loader.dataset
     remover = SpuriousFeatureRemover(
         k=options.max_units * 3,
-        class_names=options.class_names,
+        class_names=state.get("class_names"),
         candidate_attributes=tuple(options.spurious_attributes),
-        dataset=train.dataset,
-        val_dataset=loader.dataset,
+        dataset=data.train,
+        val_dataset=held_out,
+        agent=state.get("agent"),
+        preprocess=state.get("preprocess"),
+        generator=state.get("generator"),
+        editor=state.get("editor"),
+        describer=state.get("describer"),
         output_dir=str(options.out / "spurious"),
         seed=options.seed,
         progress=False,
     )
     trainer = _trainer(options.out)
-    trainer.validate(model, dataloaders=loader, verbose=False)  # sets up the strategy
+    trainer.validate(model, dataloaders=data.loader, verbose=False)  # sets up the strategy
     remover.setup(trainer, model, "validate")
     figures = remover.run(trainer, model) or {}
     state["remover"] = remover
@@ -70,22 +100,25 @@ def spurious_task(
 
 
 def flagging_task(
-    options: Any,
-    model: pl.LightningModule,
-    loader: DataLoader[Any],
-    datamodule: Any,
-    state: dict[str, Any],
+    options: Any, model: pl.LightningModule, data: AuditData, state: dict[str, Any]
 ) -> dict[str, float]:
     """Score every validation input; the flagged rate, subgroups and AUROC/AUPR per score."""
     remover = state.get("remover")
     flagger = MisclassificationFlagger(
         when="manual",
-        class_names=options.class_names,
+        class_names=state.get("class_names"),
         candidate_attributes=tuple(options.spurious_attributes),
+        agent=state.get("agent"),
+        preprocess=state.get("preprocess"),
+        generator=state.get("generator"),
+        editor=state.get("editor"),
+        describer=state.get("describer"),
         output_dir=str(options.out / "flagging"),
         seed=options.seed,
     )
     units = remover_spurious_units([remover]) if remover is not None else None
-    result = flagger.flag(model, loader.dataset, remover_units=units)
+    dataset = data.held_out if data.held_out is not None else data.loader.dataset
+    result = flagger.flag(model, dataset, remover_units=units)
+    state["flagging"] = (result, dataset)
     summary = result.summary()
     return {key: float(value) for key, value in summary.items() if math.isfinite(value)}

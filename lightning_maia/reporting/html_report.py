@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import mask_images
 from lightning_maia.tools.results import Experiment
 from lightning_maia.tools.toolbox import Toolbox
+
+if TYPE_CHECKING:
+    from lightning_maia.reporting.audit_sections import AuditFindings
 
 #: Images wider or taller than this are shrunk to it (pixels) before encoding.
 MAX_IMAGE_SIDE = 256
@@ -123,9 +126,15 @@ def sections_from_toolbox(
 
 def _report_image(image_id: str, toolbox: Toolbox, descriptions: Mapping[str, str]) -> ReportImage:
     stored = toolbox.images.get(image_id)
+    caption = stored.provenance()
+    result = toolbox.exemplar_result if stored.source == "exemplar" else None
+    name_of = getattr(result.dataset, "item_name", None) if result is not None else None
+    if callable(name_of) and stored.dataset_index is not None:
+        # An exemplar is named by its file (an image folder), its dataset index kept after it.
+        caption = f"{name_of(stored.dataset_index)} ({caption})"
     return ReportImage(
         image=stored.image,
-        caption=stored.provenance(),
+        caption=caption,
         activation=stored.activation,
         mask=stored.mask,
         description=descriptions.get(image_id, ""),
@@ -138,6 +147,7 @@ def render_report(
     meta: Mapping[str, str] | None = None,
     *,
     max_images_per_experiment: int = 48,
+    audit: AuditFindings | None = None,
 ) -> str:
     """The report as one HTML document (see the module docstring).
 
@@ -146,6 +156,7 @@ def render_report(
         title: the page title, e.g. "UnitInterpreter — epoch 3".
         meta: facts shown under the title (epoch, model, agent, ...).
         max_images_per_experiment: thumbnails per experiment; the rest are listed as text.
+        audit: an audit's checks, gates and flagged inputs, shown before the units.
     """
     if max_images_per_experiment < 0:
         raise bad_option(
@@ -154,6 +165,10 @@ def render_report(
     anchors = _unique_anchors([section.report.unit for section in units])
     encoder = _Encoder()
     parts = [_page_head(units, anchors, title, meta or {})]
+    if audit is not None:
+        from lightning_maia.reporting.audit_sections import render_audit
+
+        parts.append(render_audit(audit, encoder))
     for section, anchor in zip(units, anchors, strict=True):
         parts.append(_unit_section(section, anchor, encoder, max_images_per_experiment))
     parts.append("<footer>lightning-maia report</footer>")
@@ -174,12 +189,15 @@ def write_report(
     meta: Mapping[str, str] | None = None,
     *,
     max_images_per_experiment: int = 48,
+    audit: AuditFindings | None = None,
 ) -> Path:
     """Render the report (see :func:`render_report`) and write it to ``path`` atomically:
     a temporary file beside it, then a rename, so a reader never sees half a report."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(units, title, meta, max_images_per_experiment=max_images_per_experiment)
+    text = render_report(
+        units, title, meta, max_images_per_experiment=max_images_per_experiment, audit=audit
+    )
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -264,14 +282,17 @@ def _facts(facts: Mapping[str, str], kind: str) -> str:
 
 
 def _status(report: UnitReport) -> str:
-    return f'<span class="badge {"ok" if report.ok else "failed"}">{_e(report.status)}</span>'
+    kind = report.status if report.status in ("ok", "undescribed") else "failed"
+    return f'<span class="badge {kind}">{_e(report.status)}</span>'
 
 
 def _page_head(
     units: Sequence[UnitSection], anchors: Sequence[str], title: str, meta: Mapping[str, str]
 ) -> str:
-    failed = sum(not section.report.ok for section in units)
-    counts = f"{len(units)}" + (f" ({failed} failed)" if failed else "")
+    failed = sum(section.report.status == "failed" for section in units)
+    undescribed = sum(section.report.status == "undescribed" for section in units)
+    notes = [f"{failed} failed"] * bool(failed) + [f"{undescribed} undescribed"] * bool(undescribed)
+    counts = f"{len(units)}" + (f" ({', '.join(notes)})" if notes else "")
     return (
         f'<header class="page-head" id="top"><h1>{_e(title)}</h1>'
         f"{_facts({**meta, 'units': counts}, 'meta')}{_summary_table(units, anchors)}"
@@ -307,7 +328,8 @@ def _summary_table(units: Sequence[UnitSection], anchors: Sequence[str]) -> str:
             + [f'<td class="num">{numbers[0]}</td>', f"<td>{status}</td>"]
             + [f'<td class="num">{number}</td>' for number in numbers[1:]]
         )
-        rows.append(("<tr>" if report.ok else '<tr class="failed">') + f"{''.join(cells)}</tr>")
+        failed = report.status == "failed"
+        rows.append(('<tr class="failed">' if failed else "<tr>") + f"{''.join(cells)}</tr>")
     return _table([*_SUMMARY, "seconds", "cost (USD)"], rows, _NUMERIC)
 
 
@@ -319,7 +341,7 @@ def _unit_section(section: UnitSection, anchor: str, encoder: _Encoder, max_imag
     scale = _activation_scale(section)
     verdict = f'<span class="badge verdict">{_e(report.verdict)}</span>' if report.verdict else ""
     parts = [
-        f'<section class="unit{"" if report.ok else " failed"}" id="{_e(anchor)}">',
+        f'<section class="unit{" failed" if report.status == "failed" else ""}" id="{_e(anchor)}">',
         f'<div class="unit-head"><h2><a href="#{_e(anchor)}">{_e(report.unit)}</a>',
         f'<span class="badge task">{_e(report.task)}</span>{_status(report)}{verdict}</h2>',
         '<a class="top" href="#top">back to top</a></div>',
@@ -327,7 +349,10 @@ def _unit_section(section: UnitSection, anchor: str, encoder: _Encoder, max_imag
         if report.label
         else '<p class="label none">no label</p>',
     ]
-    if not report.ok:
+    if report.status == "undescribed":
+        reason = _e(report.failure_reason or "no describer could describe the images")
+        parts.append(f'<div class="notice">Not described: <span class="why">{reason}</span></div>')
+    elif not report.ok:
         reason = _e(report.failure_reason or "no reason was given")
         parts.append(
             f'<div class="alert" role="alert">Run failed: <span class="why">{reason}</span></div>'

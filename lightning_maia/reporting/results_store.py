@@ -3,7 +3,9 @@
 A results folder holds ``results.json`` (meta, and per unit the report, its image files with
 captions and activations, and its label history), ``reports.csv`` (one row per report) and
 ``images/``. ``load_results`` gives back the sections that ``render_report`` draws, so
-``lightning-maia report`` re-renders a report without the model or the data.
+``lightning-maia report`` re-renders a report without the model or the data. An audit also
+saves its checks, gates and flagged inputs (``audit`` in results.json, thumbnails under
+``images/flagged/``); :func:`load_audit` reads them back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from lightning_maia.agents.records import UnitReport, reports_to_dataframe
 from lightning_maia.errors import ConfigurationError
+from lightning_maia.reporting.audit_sections import AuditFindings, FlaggedInput, flagged_rows
 from lightning_maia.reporting.html_report import ReportImage, UnitSection, encode_png
 
 RESULTS_FILE = "results.json"
@@ -47,9 +50,14 @@ def _save_image(folder: Path, root: Path, name: str, image: ReportImage) -> dict
 
 
 def save_results(
-    directory: str | Path, sections: Sequence[UnitSection], meta: Mapping[str, str] | None = None
+    directory: str | Path,
+    sections: Sequence[UnitSection],
+    meta: Mapping[str, str] | None = None,
+    *,
+    audit: AuditFindings | None = None,
 ) -> Path:
-    """Write ``sections`` (reports and images) under ``directory``; returns results.json."""
+    """Write ``sections`` (reports and images) and an audit's findings under ``directory``;
+    returns results.json."""
     root = Path(directory)
     units = []
     for position, section in enumerate(sections):
@@ -69,7 +77,16 @@ def save_results(
                 },
             }
         )
-    payload = {"format": FORMAT, "meta": dict(meta or {}), "units": units}
+    payload: dict[str, Any] = {"format": FORMAT, "meta": dict(meta or {}), "units": units}
+    if audit is not None:
+        payload["audit"] = audit.to_dict()
+        if audit.flagged is not None:
+            rows = flagged_rows(audit.flagged)
+            for position, (row, item) in enumerate(zip(rows, audit.flagged, strict=True)):
+                if item.image is not None:
+                    folder = root / "images" / "flagged"
+                    row["image"] = _save_image(folder, root, f"{position:03d}", item.image)
+            payload["audit"]["flagged"] = rows
     frame = reports_to_dataframe([s.report for s in sections])
     _write_atomically(root / "reports.csv", frame.to_csv(index=False).encode())
     path = root / RESULTS_FILE
@@ -118,3 +135,24 @@ def load_results(directory: str | Path) -> tuple[list[UnitSection], dict[str, st
         for unit in payload["units"]
     ]
     return sections, dict(payload.get("meta", {}))
+
+
+def load_audit(directory: str | Path) -> AuditFindings | None:
+    """The audit findings saved by :func:`save_results` (None when the results hold none)."""
+    root = Path(directory)
+    path = root / RESULTS_FILE if root.is_dir() else root
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text()).get("audit")
+    if data is None:
+        return None
+    flagged = None
+    if "flagged" in data:
+        flagged = [
+            FlaggedInput(
+                **{k: v for k, v in row.items() if k != "image"},
+                image=_load_image(path.parent, row["image"]) if row.get("image") else None,
+            )
+            for row in data["flagged"]
+        ]
+    return AuditFindings.from_dict(data, flagged)
