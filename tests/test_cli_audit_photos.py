@@ -148,6 +148,21 @@ def test_a_factory_that_loads_its_own_weights_and_a_lightning_checkpoint(
     assert results["meta"]["preprocess"] == "photo_models.halve"
 
 
+def test_drift_gates_compare_real_descriptions_only(
+    in_workdir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["--model", "photo_models.PhotoNet", "--ckpt", "photo_net.pt", "--units", "features.3:0"]
+    assert audit(*args, "--out", "drift-base") == 1
+    assert (
+        audit(*args, "--out", "drift", "--baseline", "drift-base", "--fail-on", "label_drift") == 1
+    )
+    printed = capsys.readouterr().out
+    # Two placeholders are not two equal descriptions: the gate cannot pass on them.
+    assert "FAIL  label_drift: failed: label_drift was not reported by this run" in printed
+    figures = json.loads((in_workdir / "drift" / "figures.json").read_text())
+    assert figures["label_drift_compared"] == 0.0 and "label_drift" not in figures
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -200,9 +215,12 @@ def test_spurious_and_flagging_run_on_an_image_folder_split(
         "--max-units", "2", "--fail-on", "flagged_rate>1", "--out", "tasks",
     )  # fmt: skip
     printed = capsys.readouterr().out
-    assert code == 0, printed
+    # Nothing describes photos, so no unit is judged: the task says so instead of passing.
+    assert code == 1, printed
+    assert "FAIL  spurious: no unit was judged (the describer could not read" in printed
+    assert "PASS  flagging:" in printed and "PASS  flagged_rate>1" in printed
     figures = json.loads((in_workdir / "tasks" / "figures.json").read_text())
-    assert figures["units_judged"] + figures["units_failed"] == 6.0  # k = 3 x max_units
+    assert (figures["units_judged"], figures["units_failed"]) == (0.0, 6.0)  # 3 x max_units
     assert 0.0 <= figures["flagged_rate"] <= 1.0 and "auroc_msp" in figures
     results = json.loads((in_workdir / "tasks" / "results.json").read_text())
     flagged = results["audit"]["flagged"]
@@ -242,8 +260,7 @@ def test_the_report_shows_checks_and_flagged_inputs_in_chromium(
     names = re.findall(r'<td class="input-name">([^<]*)</td>', dom)
     reasons = re.findall(r'<td class="flag-reason">([^<]*)</td>', dom)
     assert names == [row["name"] for row in results["flagged"]]
-    assert len(reasons) == len(names) and all(reasons)
-    if names:
-        assert dom.count('<figure class="thumb">') >= len(names)
-    else:
-        assert "No input was flagged." in dom
+    assert names and len(reasons) == len(names) and all(reasons)  # 4 of the 16 photos
+    assert all(name.endswith((".png", ".jpg")) for name in names)
+    flagged_grid = dom.split('<div class="grid flagged">', 1)[1].split("</section>", 1)[0]
+    assert flagged_grid.count('<figure class="thumb">') == len(names)

@@ -110,7 +110,7 @@ class AuditOptions:
         """Every figure this audit can report: what ``--fail-on`` may name."""
         names = [name for task in self.tasks for name in TASK_FIGURES.get(task, ())]
         if "interpret" in self.tasks and self.baseline is not None:
-            names.append("label_drift")
+            names += ["label_drift", "label_drift_compared"]
         return list(dict.fromkeys(names))
 
     def check(self) -> None:
@@ -204,18 +204,13 @@ def _validate_with(
     return trainer
 
 
-def _label_drift(baseline: Path, sections: list[UnitSection]) -> float:
-    """Units whose real description changed since ``baseline``; placeholders of undescribed
-    or failed runs (either side) are never compared."""
+def _label_drift(baseline: Path, sections: list[UnitSection]) -> tuple[int, int]:
+    """How many units have a real description in both runs, and how many of those changed
+    since ``baseline``; placeholders of undescribed or failed runs are never compared."""
     previous, _ = load_results(baseline)
     labels = {s.report.unit: s.report.label for s in previous if s.report.ok}
-    return float(
-        sum(
-            1
-            for s in sections
-            if s.report.ok and s.report.unit in labels and labels[s.report.unit] != s.report.label
-        )
-    )
+    compared = [s for s in sections if s.report.ok and s.report.unit in labels]
+    return len(compared), sum(labels[s.report.unit] != s.report.label for s in compared)
 
 
 def _data(options: AuditOptions, datamodule: Any) -> AuditData:
@@ -309,15 +304,20 @@ def run_audit(options: AuditOptions) -> AuditOutcome:
         if scores and all(math.isfinite(s) for s in scores):
             figures["mean_score"] = float(sum(scores) / len(scores))
         if options.baseline is not None:
-            figures["label_drift"] = _label_drift(options.baseline, sections)
+            compared, changed = _label_drift(options.baseline, sections)
+            figures["label_drift_compared"] = float(compared)
+            if compared:  # with nothing to compare, a drift gate fails as "not reported"
+                figures["label_drift"] = float(changed)
         checks.append(_interpret_check(figures, time.perf_counter() - tic))
     for task, run in (("spurious", spurious_task), ("flagging", flagging_task)):
         if task in options.tasks:
             tic = time.perf_counter()
-            found = run(options, model, data, state)
+            found, problem = run(options, model, data, state)
             figures.update(found)
             summary = ", ".join(f"{k}={v:.3g}" for k, v in sorted(found.items()))
-            checks.append(CheckResult(task, True, summary, time.perf_counter() - tic))
+            if problem:
+                summary = f"{problem}; {summary}"
+            checks.append(CheckResult(task, not problem, summary, time.perf_counter() - tic))
     checks.extend(evaluate_gates(options.fail_on, figures, options.known_figures()))
     meta = {
         "model": type(getattr(model, "audited", model)).__name__,

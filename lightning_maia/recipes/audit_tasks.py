@@ -21,6 +21,7 @@ from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRem
 _HEAD_METRICS = ("accuracy", "balanced_accuracy", "worst_group_accuracy")
 TASK_FIGURES: dict[str, tuple[str, ...]] = {
     "interpret": ("units_described", "units_undescribed", "units_failed", "mean_score"),
+    # label_drift and label_drift_compared join with `--baseline`.
     "spurious": (
         "units_judged",
         "units_failed",
@@ -65,9 +66,10 @@ def _trainer(out: Path) -> pl.Trainer:
 
 def spurious_task(
     options: Any, model: pl.LightningModule, data: AuditData, state: dict[str, Any]
-) -> dict[str, float]:
+) -> tuple[dict[str, float], str]:
     """Judge the head's input units and refit without the spurious ones (figures only: the
-    audited checkpoint is not changed)."""
+    audited checkpoint is not changed). Returns the figures and, when the task could not do
+    its job (no unit judged), why."""
     assert data.train is not None  # AuditOptions.check and the loading made sure of it
     held_out = data.held_out if data.held_out is not None else data.loader.dataset
     remover = SpuriousFeatureRemover(
@@ -96,12 +98,17 @@ def spurious_task(
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     }
     found["spurious_units"] = found.get("units_spurious", 0.0)
-    return found
+    problem = ""
+    if figures.get("status") == "failed":
+        problem = str(figures.get("failure_reason") or "the task failed")
+        if not found.get("units_judged"):
+            problem += " (the describer could not read these images: give `--describer`)"
+    return found, problem
 
 
 def flagging_task(
     options: Any, model: pl.LightningModule, data: AuditData, state: dict[str, Any]
-) -> dict[str, float]:
+) -> tuple[dict[str, float], str]:
     """Score every validation input; the flagged rate, subgroups and AUROC/AUPR per score."""
     remover = state.get("remover")
     flagger = MisclassificationFlagger(
@@ -121,4 +128,4 @@ def flagging_task(
     result = flagger.flag(model, dataset, remover_units=units)
     state["flagging"] = (result, dataset)
     summary = result.summary()
-    return {key: float(value) for key, value in summary.items() if math.isfinite(value)}
+    return {key: float(value) for key, value in summary.items() if math.isfinite(value)}, ""

@@ -155,7 +155,7 @@ def flagged_inputs(
             denormalize = getattr(dataset, "denormalize", None)
             if denormalize is not None:
                 pixels = denormalize(pixels[None])[0]
-            picture = ReportImage(pixels.float().clamp(0.0, 1.0), caption=str(row["reason"]))
+            picture = ReportImage(pixels.float().clamp(0.0, 1.0))  # the reason is its text
         found.append(
             FlaggedInput(
                 name=name_of(index) if callable(name_of) else f"dataset item {index}",
