@@ -5,6 +5,12 @@ tools generate and edit — applies the subject's preprocessing (resize, normali
 each unit's activation and map. A class-logit unit (``output:k``) reports the logit, or the
 class probability with ``logits_as="probability"``.
 
+This is the library's one input convention: data yield display images in [0, 1] and the model
+sees ``preprocess(images)``, on every path (``compute_exemplars`` given the Subject or its
+preprocess, the callbacks, the audit), so an exemplar's activation is what ``call_units`` gives
+on its picture. Data that yield normalised tensors declare a ``denormalize`` instead (see
+:mod:`lightning_maia.exemplars`).
+
 >>> import torch
 >>> from torch import nn
 >>> model = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False))

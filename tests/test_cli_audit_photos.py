@@ -264,3 +264,34 @@ def test_the_report_shows_checks_and_flagged_inputs_in_chromium(
     assert all(name.endswith((".png", ".jpg")) for name in names)
     flagged_grid = dom.split('<div class="grid flagged">', 1)[1].split("</section>", 1)[0]
     assert flagged_grid.count('<figure class="thumb">') == len(names)
+
+
+def test_a_registry_describer_reads_the_photos_over_http(
+    in_workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_maia.testing.chat_server import ChatServer, text_reply
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+    with ChatServer(lambda body: text_reply("orange flower petals")) as server:
+        code = audit(
+            "--model", "photo_models.PhotoNet", "--ckpt", "photo_net.pt",
+            "--units", "features.3:0", "--describer", "vlm", "--vlm-model", "scripted",
+            "--vlm-base-url", server.base_url, "--vocabulary", "flower,temple,sky",
+            "--out", "vlm",
+        )  # fmt: skip
+        requests = server.requests
+    printed = capsys.readouterr().out
+    # The describer was asked about the exemplar photos (images sent as data URIs).
+    assert requests and all(r.model == "scripted" for r in requests)
+    images = [p for r in requests for p in r.content_parts() if p.get("type") == "image_url"]
+    assert images and all(
+        p["image_url"]["url"].startswith("data:image/png;base64,") for p in images
+    )
+    report = json.loads((in_workdir / "vlm" / "results.json").read_text())["units"][0]["report"]
+    # A describer was there, so the unit is not a placeholder: it was described, or its run
+    # failed and the check says why.
+    assert report["status"] in ("ok", "failed")
+    if report["status"] == "ok":
+        assert code == 0 and "PASS  interpret: 1 units described" in printed
+    else:
+        assert code == 1 and f"first failure: {report['failure_reason']}" in printed

@@ -119,3 +119,40 @@ def test_the_cache_key_includes_the_preprocess(photos: ImageFolder, tmp_path: Pa
     torch.testing.assert_close(resized.layers["1"].activations, fresh.layers["1"].activations)
     assert not torch.allclose(first.layers["1"].activations, resized.layers["1"].activations)
     assert not torch.allclose(first.layers["1"].activations, plain.layers["1"].activations)
+
+
+def test_the_callback_exemplars_and_its_honest_counts(photos: ImageFolder, tmp_path: Path) -> None:
+    import re
+
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+    from lightning_maia.recipes.loading import PlainModule
+
+    model = PlainModule(convnet())
+    interpreter = UnitInterpreter(
+        units=["1:0-1"], dataset=photos, k=3, preprocess=imagenet_preprocess(), progress=False
+    )
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, logger=False, callbacks=[interpreter], limit_val_batches=1,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="cannot describe these images"):
+        trainer.validate(model, DataLoader(photos, batch_size=8), verbose=False)
+    # The procedural describer cannot read photos: placeholders, not descriptions.
+    assert [r.status for r in interpreter.reports] == ["undescribed", "undescribed"]
+    assert trainer.callback_metrics["maia/units_described"] == 0.0
+    assert trainer.callback_metrics["maia/units_undescribed"] == 2.0
+    assert trainer.callback_metrics["maia/units_failed"] == 0.0
+    subject = Subject(model, ["1:0"], preprocess=imagenet_preprocess())
+    shown = interpreter.sections[0].exemplars
+    found = [re.fullmatch(r"(\S+) \(dataset item (\d+)\)", image.caption) for image in shown]
+    assert len(shown) == 3 and all(m is not None for m in found)
+    indices = [int(m[2]) for m in found if m is not None]
+    assert [m[1] for m in found if m is not None] == [photos.item_name(i) for i in indices]
+    measured = subject.call_units(torch.stack([photos[i][0] for i in indices]))
+    torch.testing.assert_close(
+        measured.unit_activations(Unit("1", 0)),
+        torch.tensor([image.activation for image in shown]),
+    )

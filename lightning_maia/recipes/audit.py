@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
+from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.analysis.gates import evaluate_gates, parse_gate
@@ -238,11 +239,16 @@ def _data(options: AuditOptions, datamodule: Any) -> AuditData:
     return AuditData(loader, datamodule.train_dataloader().dataset)
 
 
-def _interpret_check(figures: dict[str, float], seconds: float) -> CheckResult:
+def _interpret_check(
+    figures: dict[str, float], reports: list[UnitReport], seconds: float
+) -> CheckResult:
     described, failed = int(figures["units_described"]), int(figures["units_failed"])
     undescribed = int(figures["units_undescribed"])
     message = f"{described} units described, {undescribed} undescribed, {failed} failed"
-    if described == 0:
+    reasons = [r.failure_reason for r in reports if r.failed_run and r.failure_reason]
+    if reasons:
+        message += f"; first failure: {reasons[0]}"
+    if undescribed and not described:
         message += (
             "; no unit was described: give a describer that can read these images "
             "(`--describer caption:DIR`, `clip:DIR` with `--vocabulary`, or `vlm`)"
@@ -308,7 +314,7 @@ def run_audit(options: AuditOptions) -> AuditOutcome:
             figures["label_drift_compared"] = float(compared)
             if compared:  # with nothing to compare, a drift gate fails as "not reported"
                 figures["label_drift"] = float(changed)
-        checks.append(_interpret_check(figures, time.perf_counter() - tic))
+        checks.append(_interpret_check(figures, reports, time.perf_counter() - tic))
     for task, run in (("spurious", spurious_task), ("flagging", flagging_task)):
         if task in options.tasks:
             tic = time.perf_counter()
