@@ -421,6 +421,12 @@ def declared_denormalize(data: Any) -> Preprocess | None:
     return None
 
 
+def preprocess_for(data: Any, preprocess: Preprocess | None) -> Preprocess | None:
+    """What turns the items of ``data`` into model inputs: ``preprocess`` for display images,
+    nothing for data that declare ``denormalize`` (their items already are model inputs)."""
+    return None if declared_denormalize(data) is not None else preprocess
+
+
 def compute_exemplars(
     model: nn.Module | Subject,
     data: DataLoader[Any] | Dataset[Any],

@@ -156,3 +156,32 @@ def test_the_callback_exemplars_and_its_honest_counts(photos: ImageFolder, tmp_p
         measured.unit_activations(Unit("1", 0)),
         torch.tensor([image.activation for image in shown]),
     )
+
+
+class PhotoClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images).mean(dim=(2, 3)))
+
+
+def test_the_callbacks_feature_passes_follow_the_convention(photos: ImageFolder) -> None:
+    from lightning_maia.callbacks.misclassification_flagger import collect_outputs
+    from lightning_maia.callbacks.spurious_feature_remover import feeding_layer, head_inputs
+
+    model = PhotoClassifier()
+    preprocess = imagenet_preprocess()
+    normalised = NormalisedFolder(photos)
+    display = head_inputs(model, model.head, photos, preprocess=preprocess)
+    declared = head_inputs(model, model.head, normalised, preprocess=preprocess)
+    torch.testing.assert_close(display.features, declared.features)
+    raw = head_inputs(model, model.head, photos)  # no preprocess: other features
+    assert not torch.allclose(raw.features, display.features)
+    a = collect_outputs(model, model.head, photos, 8, preprocess)
+    b = collect_outputs(model, model.head, normalised, 8, preprocess)
+    torch.testing.assert_close(a.logits, b.logits)
+    assert feeding_layer(model, model.head, normalised, preprocess) == ("features", "mean")

@@ -44,7 +44,7 @@ from lightning_maia.analysis.class_bias import (
 )
 from lightning_maia.callbacks._shared import ON_ERROR, output_root, should_skip, validation_dataset
 from lightning_maia.errors import MaiaError, bad_option
-from lightning_maia.exemplars import ExemplarResult, compute_exemplars
+from lightning_maia.exemplars import ExemplarResult, compute_exemplars, preprocess_for
 from lightning_maia.reporting.adapters import adapters_for
 from lightning_maia.reporting.html_report import sections_from_toolbox, write_report
 from lightning_maia.subject import Subject
@@ -597,6 +597,7 @@ def collect_outputs(
     preprocess: Callable[[Tensor], Tensor] | None = None,
 ) -> _Outputs:
     """One pass over ``dataset`` (``(image, label)`` items, in order): logits and head inputs."""
+    preprocess = preprocess_for(dataset, preprocess)  # declared model inputs go in as they are
     captured: list[Tensor] = []
     hook = head.register_forward_pre_hook(
         lambda _, args: captured.append(args[0].detach().float().flatten(1).cpu())

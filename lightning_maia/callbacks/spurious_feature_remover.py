@@ -63,7 +63,7 @@ from lightning_maia.analysis.spurious import (
 from lightning_maia.callbacks._shared import ON_ERROR, output_root, should_skip
 from lightning_maia.callbacks._shared import validation_dataset as _validation_dataset
 from lightning_maia.errors import ConfigurationError, MaiaError, bad_option
-from lightning_maia.exemplars import compute_exemplars
+from lightning_maia.exemplars import compute_exemplars, preprocess_for
 from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for
 from lightning_maia.reporting.html_report import sections_from_toolbox, write_report
 from lightning_maia.subject import Preprocess
@@ -506,6 +506,7 @@ def head_inputs(
 ) -> HeadInputs:
     """What ``head`` reads (its raw input, before any mask) on every item of ``dataset``
     (display images, through ``preprocess`` where given)."""
+    preprocess = preprocess_for(dataset, preprocess)  # declared model inputs go in as they are
     captured: list[Tensor] = []
 
     def hook(_: nn.Module, inputs: tuple[Any, ...]) -> None:
@@ -538,6 +539,7 @@ def feeding_layer(
     reshapes such as ``Flatten`` skipped), else a conv-like module whose spatial mean equals it.
     """
     images = torch.stack([dataset[i][0] for i in range(min(2, len(dataset)))])  # type: ignore[arg-type]
+    preprocess = preprocess_for(dataset, preprocess)
     outputs: list[tuple[str, Any]] = []
     handles = []
     names = {module: name for name, module in model.named_modules() if name}
