@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
-from lightning_maia.errors import ConfigurationError, bad_option
+from lightning_maia.errors import ConfigurationError, bad_option, closest_names
 from lightning_maia.exemplar_cache import ExemplarCache, exemplar_cache_key
 from lightning_maia.recording import REDUCTIONS, ActivationRecorder, TokenLayout
 from lightning_maia.sketch import QuantileSketch
@@ -123,7 +123,10 @@ class ExemplarResult:
     def for_unit(self, unit: Unit) -> UnitExemplars:
         layer = self.layers.get(unit.layer)
         if layer is None or unit not in layer.units:
-            raise bad_option("unit", ", ".join(u.spec for u in self.units[:20]), unit.spec)
+            known = [u.spec for u in self.units]
+            raise bad_option(
+                "unit", f"a unit of these exemplars: {closest_names(unit.spec, known)}", unit.spec
+            )
         row = layer.units.index(unit)
         valid = layer.dataset_indices[row] >= 0
         return UnitExemplars(

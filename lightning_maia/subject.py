@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_maia.errors import bad_option
+from lightning_maia.errors import bad_option, closest_names
 from lightning_maia.recording import REDUCTIONS, ActivationRecorder, TokenLayout, reduce_maps
 from lightning_maia.units import OUTPUT_LAYER, Unit, UnitSelection, resolve_units
 
@@ -57,7 +57,10 @@ class UnitResponse:
 
     def _position(self, unit: Unit) -> int:
         if unit not in self.units:
-            raise bad_option("unit", ", ".join(u.spec for u in self.units[:20]), unit.spec)
+            known = [u.spec for u in self.units]
+            raise bad_option(
+                "unit", f"a unit of this response: {closest_names(unit.spec, known)}", unit.spec
+            )
         return self.units.index(unit)
 
 

@@ -150,7 +150,8 @@ def find_layer(model: nn.Module, layer: str) -> nn.Module:
         return model
     names = [name for name in modules if name]
     close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
-    hint = f"closest: {', '.join(close)}" if close else f"layers: {', '.join(names[:20])}"
+    more = f" (of {len(names)})" if len(names) > 5 else ""
+    hint = f"closest: {', '.join(close)}" if close else f"layers: {', '.join(names[:5])}{more}"
     raise UnitSpecError(f"no layer {layer!r} in {type(model).__name__}; {hint}")
 
 
