@@ -2,7 +2,10 @@
 
 The key hashes everything that decides the reply — model, endpoint, messages (images included,
 as their data URLs), tools, tool choice, temperature and token limit — so a changed prompt,
-image or setting is a miss, never a stale hit. Entries are JSON files written atomically.
+image or setting is a miss, never a stale hit. Entries are JSON files written atomically,
+readable by their owner only (0600, in 0700 folders). A reply is stored as the client returned
+it, that is after :attr:`VLMClient.redactor` replaced any API key an endpoint echoed; a reply read
+back is redacted again, so an entry written by an older version cannot bring a key back.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class CachedChat:
         cached = self._load(path)
         if cached is not None:
             self.hits += 1
-            return cached, True
+            return self.client.redactor.result(cached), True
         self.misses += 1
         result = self.client.chat(messages, tools, tool_choice, max_tokens)
         self._save(path, result)
@@ -94,7 +97,11 @@ class CachedChat:
 
     @staticmethod
     def _save(path: Path, result: ChatResult) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(asdict(result)))
+        # Created 0600 from the start: a reply never sits world-readable, not even briefly.
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(json.dumps(asdict(result)))
+        os.chmod(partial, 0o600)  # an older partial file keeps its mode through O_CREAT
         os.replace(partial, path)

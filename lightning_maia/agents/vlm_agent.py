@@ -289,10 +289,12 @@ class _Episode:
             variables=self.variables,
         )
         self.variables = outcome.variables
-        step.error = outcome.error
-        text = f"Program output:\n{outcome.output or '(no output)'}"
-        if outcome.error:
-            text += f"\nError: {outcome.error}"
+        redact = self.agent.client.redactor.text
+        output = redact(outcome.output)
+        step.error = None if outcome.error is None else redact(outcome.error)
+        text = f"Program output:\n{output or '(no output)'}"
+        if step.error:
+            text += f"\nError: {step.error}"
         self.messages.append({"role": "user", "content": text})
 
     def _code_final_answer(
@@ -313,12 +315,15 @@ class _Episode:
         }
         if verdict is not None:
             arguments["verdict"] = verdict
-        self.answer = parse_final_answer(arguments, self.task)
+        # A program can assemble the key from pieces: redact what it computed.
+        self.answer = parse_final_answer(self.agent.client.redactor.value(arguments), self.task)
 
     def _recorded(self, name: str, step: Step) -> Callable[..., Any]:
         method = getattr(self.toolbox, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            redactor = self.agent.client.redactor
+            args, kwargs = redactor.value(args), redactor.value(kwargs)
             tic = time.perf_counter()
             before = len(self.toolbox.images)
             record = ToolCallRecord(
@@ -330,7 +335,7 @@ class _Episode:
             try:
                 outcome = method(*args, **kwargs)
             except MaiaError as error:
-                record.error = str(error)
+                record.error = redactor.text(str(error))
                 raise
             finally:
                 record.seconds = time.perf_counter() - tic
