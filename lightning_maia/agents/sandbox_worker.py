@@ -187,11 +187,14 @@ class ProgramWorker:
         timeout_s: float = 10.0,
         max_output_chars: int = 20_000,
         max_collection_size: int = 100_000,
+        should_stop: Callable[[], bool] | None = None,
     ) -> ProgramResult:
         """Run ``source`` in the child; the options are :func:`run_program`'s.
 
         The child keeps the variables between runs; a run that was killed (or whose child died)
         says so in its error, and the next run starts a fresh child without them.
+        ``should_stop`` is asked several times a second; when it says so, the child is killed
+        and the run ends (a SIGTERM of the training process, say).
         """
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
             raise bad_option("timeout_s", "a positive number of seconds", timeout_s)
@@ -206,7 +209,7 @@ class ProgramWorker:
         connection.send(("run", source, sorted(functions), options))
         deadline = time.monotonic() + timeout_s + self.grace_s
         try:
-            return self._serve_until_done(connection, functions, deadline, timeout_s)
+            return self._serve_until_done(connection, functions, deadline, timeout_s, should_stop)
         except BaseException:  # KeyboardInterrupt, SystemExit: never leave a child behind
             self._kill()
             raise
@@ -217,8 +220,12 @@ class ProgramWorker:
         functions: Mapping[str, Callable[..., Any]],
         deadline: float,
         timeout_s: float,
+        should_stop: Callable[[], bool] | None,
     ) -> ProgramResult:
         while True:
+            if should_stop is not None and should_stop():
+                self._kill()
+                return _ended("stopped: the run was asked to stop; the program's process was ended")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._kill()

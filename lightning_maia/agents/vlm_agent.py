@@ -29,6 +29,11 @@ forces a final answer; a backend failure gives a failed report with the reason, 
   under a wall-clock deadline that ends it even inside C code, with its memory capped
   (``program_max_memory_mb``); the interpreter also refuses membership tests, comparisons,
   counts, sorts and hashes whose operands are too large or too deep before they run.
+- ``SIGTERM`` during :meth:`VLMAgent.run` or :meth:`VLMAgent.run_many` called from the main
+  thread stops the running episodes at once (a program's process is killed; the reports fail
+  with the reason) and the signal goes on to the handler set before (Lightning's, which ends
+  the fit). Episodes started from another thread (UnitInterpreter's ``background=True``) end
+  within their limits (rounds, timeouts), as the main thread cannot be asked to wait for them.
 - What the model writes passes through the client's redactor: the API key, or any
   ``Authorization`` value, becomes ``[redacted]`` before anything is stored, logged, cached or
   rendered; code-mode output, tool arguments and final answers are redacted again, as a program
@@ -38,12 +43,16 @@ forces a final answer; a backend failure gives a failed report with the reason, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
+import os
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -112,7 +121,7 @@ class VLMAgent:
         program_max_steps, program_timeout_s: limits of each program in code mode; the
             timeout is a wall-clock deadline that ends the program's worker process.
         program_max_memory_mb: the address-space cap of that process (None: no cap).
-        max_images: images one episode may hold, its exemplars included.
+        max_images: images one episode may make (beyond those its toolbox already held).
         max_tool_calls: tool calls one episode may make; ``max_tool_calls_per_reply``: in one
             reply (tools mode) or one program (code mode).
         max_reply_chars: a reply's text, or one call's arguments, is cut past this many
@@ -190,7 +199,8 @@ class VLMAgent:
         report (the unexpected with its traceback in the log), never an exception."""
         episode = _Episode(self, toolbox, task)
         try:
-            return episode.run()
+            with _stop_on_sigterm(), _running(episode):
+                return episode.run()
         except BackendError as error:
             return episode.report(failure=f"VLM backend failed: {error}")
         except Exception as error:
@@ -223,10 +233,11 @@ class VLMAgent:
         self, toolboxes: Sequence[Toolbox], task: TaskSpec, concurrency: int = 4
     ) -> list[UnitReport]:
         """Blocking form of :meth:`arun_many`."""
-        return asyncio.run(self.arun_many(toolboxes, task, concurrency))
+        with _stop_on_sigterm():  # the episodes run in threads: the handler must be set here
+            return asyncio.run(self.arun_many(toolboxes, task, concurrency))
 
 
-@dataclass
+@dataclass(eq=False)  # episodes are told apart by identity (the SIGTERM registry)
 class _Episode:
     """One unit, one task: the conversation and its record."""
 
@@ -244,6 +255,8 @@ class _Episode:
     tool_calls: int = 0
     text_chars: int = 0
     worker: ProgramWorker | None = None
+    #: Set by SIGTERM: the episode ends at the next check.
+    stopping: bool = False
     _shown: int = 0
 
     def run(self) -> UnitReport:
@@ -252,11 +265,13 @@ class _Episode:
             self.toolbox.max_images = len(self.toolbox.images) + limit
         self.messages = [system_message(self._system_prompt()), self._opening()]
         for _ in range(self.agent.max_rounds):
-            if self._over_budget() or self.exhausted is not None:
+            if self._over_budget() or self.exhausted is not None or self.stopping:
                 break
             self._round(force=False)
             if self.answer is not None:
                 return self.report()
+        if self.stopping:
+            return self.report(failure=_STOPPED)
         self.forced = self.exhausted or (
             "token or cost budget" if self._over_budget() else f"{self.agent.max_rounds} rounds"
         )
@@ -431,7 +446,10 @@ class _Episode:
                 record.error = _short(self.agent.client.redactor.text(str(error)))
             except Exception as error:  # whatever the model's request made a tool raise
                 log.warning(
-                    "tool %s raised %s on %s", call.name, type(error).__name__, self.toolbox.unit
+                    "tool %s raised %s on %s",
+                    call.name,
+                    type(error).__name__,
+                    self.toolbox.unit.spec,
                 )
                 message = f"{call.name} failed: {type(error).__name__}: {error}"
                 record.error = _short(self.agent.client.redactor.text(message))
@@ -469,6 +487,7 @@ class _Episode:
             functions,
             max_steps=self.agent.program_max_steps,
             timeout_s=self.agent.program_timeout_s,
+            should_stop=lambda: self.stopping,
         )
 
     def _code_final_answer(
@@ -595,6 +614,62 @@ class _Episode:
             details=details,
             **fields,
         )
+
+
+_STOPPED = "stopped: the process received SIGTERM"
+
+
+_ACTIVE: set[_Episode] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _running(episode: _Episode) -> Iterator[None]:
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(episode)
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(episode)
+
+
+def _stop_all(signum: int, frame: Any) -> None:
+    with _ACTIVE_LOCK:
+        for episode in _ACTIVE:
+            episode.stopping = True
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """In the main thread, let SIGTERM stop the running episodes, then reach the handler that
+    was set before (in other threads nothing changes: only the main thread sets handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if getattr(previous, "_maia", False):
+        yield  # already set by an enclosing run_many
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _stop_all(signum, frame)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:  # what SIGTERM would have done: end the process
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    handler._maia = True  # type: ignore[attr-defined]
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _short(text: str) -> str:
