@@ -648,8 +648,8 @@ def _stop_on_sigterm() -> Iterator[None]:
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
-    if getattr(previous, "_maia", False):
-        yield  # already set by an enclosing run_many
+    if previous is None or getattr(previous, "_maia", False):
+        yield  # set outside Python (cannot be restored), or by an enclosing run_many
         return
 
     def handler(signum: int, frame: Any) -> None:

@@ -399,3 +399,41 @@ def test_logs_name_the_failing_tool(caplog: pytest.LogCaptureFixture) -> None:
     assert [r.getMessage() for r in caplog.records] == [
         "tool text2image raised ValueError on neurons:0"
     ]
+
+
+def test_the_tool_call_budget_of_an_episode_forces_the_answer() -> None:
+    final = tool_calls_reply([("final_answer", {"label": "s", "description": "s"})])
+    answers = [
+        tool_calls_reply([("dataset_exemplars", {}), ("dataset_exemplars", {})]),
+        tool_calls_reply([("dataset_exemplars", {})]),
+        final,
+    ]
+    with ChatServer(answers) as server:
+        report = VLMAgent(client_for(server), max_tool_calls=2).run(
+            star_toolbox(), TaskSpec("describe_unit")
+        )
+        forced = server.chat_requests[2].json
+    assert report.ok and report.details["forced"] == "the budget of 2 tool calls for this unit"
+    assert report.steps[1].tool_calls[0].error == (
+        "not run: the budget of 2 tool calls for this unit is spent; give your final answer"
+    )
+    assert forced is not None and forced["tool_choice"]["function"]["name"] == "final_answer"
+    assert forced["messages"][-1]["content"].startswith(
+        "You have spent the budget of 2 tool calls for this unit: give your final answer now"
+    )
+
+
+def test_the_text_budget_forces_the_answer_and_long_replies_are_cut() -> None:
+    from lightning_maia.testing.chat_server import text_reply
+
+    final = tool_calls_reply([("final_answer", {"label": "s", "description": "s"})])
+    with ChatServer([text_reply("x" * 5_000), final]) as server:
+        report = VLMAgent(client_for(server), max_reply_chars=1_000, max_text_chars=500).run(
+            star_toolbox(), TaskSpec("describe_unit")
+        )
+        resent = server.chat_requests[1].messages[2]["content"]
+    assert report.details["forced"] == "the text budget of 500 characters"
+    assert report.steps[0].request == "x" * 1_000 + (
+        "\n[reply truncated: 4,000 more characters were cut]"
+    )
+    assert resent == report.steps[0].request  # what the model sees again is the cut reply
