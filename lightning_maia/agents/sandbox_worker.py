@@ -191,8 +191,9 @@ class ProgramWorker:
     ) -> ProgramResult:
         """Run ``source`` in the child; the options are :func:`run_program`'s.
 
-        The child keeps the variables between runs; a run that was killed (or whose child died)
-        says so in its error, and the next run starts a fresh child without them.
+        The child keeps the variables between runs (the result's ``variables`` is empty); a run
+        that was killed (or whose child died) says so in its error, and the next run starts a
+        fresh child without them.
         ``should_stop`` is asked several times a second; when it says so, the child is killed
         and the run ends (a SIGTERM of the training process, say).
         """
