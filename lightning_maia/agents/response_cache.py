@@ -2,7 +2,10 @@
 
 The key hashes everything that decides the reply — model, endpoint, messages (images included,
 as their data URLs), tools, tool choice, temperature and token limit — so a changed prompt,
-image or setting is a miss, never a stale hit. Entries are JSON files written atomically.
+image or setting is a miss, never a stale hit. Entries are JSON files written atomically,
+readable by their owner only (0600, in 0700 folders). A reply is stored as the client returned
+it, that is after :attr:`VLMClient.redactor` replaced any API key an endpoint echoed; a reply read
+back is redacted again, so an entry written by an older version cannot bring a key back.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 
 from lightning_maia.tools.backends.base import Usage
 from lightning_maia.tools.backends.vlm import ChatMessage, ChatResult, ToolCall, VLMClient
+from lightning_maia.tools.backends.vlm_messages import bound_reply
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +51,34 @@ class CachedChat:
     """``chat`` through a client, answering repeated requests from ``directory``.
 
     ``chat`` returns the reply and whether it came from the cache (a cached reply costs nothing).
-    With ``directory=None`` every request goes to the client.
+    With ``directory=None`` every request goes to the client. With ``max_reply_chars`` and
+    ``max_tool_calls`` every reply is cut to size (:func:`bound_reply`) before it is cached or
+    returned, so a 5 MB reply is never stored whole.
     """
 
-    def __init__(self, client: VLMClient, directory: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        client: VLMClient,
+        directory: str | Path | None = None,
+        *,
+        max_reply_chars: int | None = None,
+        max_tool_calls: int | None = None,
+    ) -> None:
         self.client = client
         self.directory = Path(directory) if directory is not None else None
+        self.max_reply_chars = max_reply_chars
+        self.max_tool_calls = max_tool_calls
         self.hits = 0
         self.misses = 0
+
+    def _bounded(self, result: ChatResult) -> ChatResult:
+        if self.max_reply_chars is None and self.max_tool_calls is None:
+            return result
+        return bound_reply(
+            result,
+            self.max_reply_chars if self.max_reply_chars is not None else sys.maxsize,
+            self.max_tool_calls if self.max_tool_calls is not None else sys.maxsize,
+        )
 
     def chat(
         self,
@@ -63,15 +88,15 @@ class CachedChat:
         max_tokens: int | None = None,
     ) -> tuple[ChatResult, bool]:
         if self.directory is None:
-            return self.client.chat(messages, tools, tool_choice, max_tokens), False
+            return self._bounded(self.client.chat(messages, tools, tool_choice, max_tokens)), False
         key = request_key(self.client, messages, tools, tool_choice, max_tokens)
         path = self.directory / key[:2] / f"{key}.json"
         cached = self._load(path)
         if cached is not None:
             self.hits += 1
-            return cached, True
+            return self._bounded(self.client.redactor.result(cached)), True
         self.misses += 1
-        result = self.client.chat(messages, tools, tool_choice, max_tokens)
+        result = self._bounded(self.client.chat(messages, tools, tool_choice, max_tokens))
         self._save(path, result)
         return result, False
 
@@ -94,7 +119,11 @@ class CachedChat:
 
     @staticmethod
     def _save(path: Path, result: ChatResult) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(asdict(result)))
+        # Created 0600 from the start: a reply never sits world-readable, not even briefly.
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(json.dumps(asdict(result)))
+        os.chmod(partial, 0o600)  # an older partial file keeps its mode through O_CREAT
         os.replace(partial, path)

@@ -219,6 +219,8 @@ class Builtins:
         if not args:
             raise TypeError(f"{choose.__name__} expected at least 1 argument, got 0")
         items = self.collect(args[0]) if len(args) == 1 else list(args)
+        if key is None:
+            self.budget.check_work(f"{choose.__name__}()", items)
         extra = {} if default is _MISSING else {"default": default}
         return choose(items, key=self.function_argument(key), **extra)
 
@@ -235,8 +237,15 @@ class Builtins:
         self, iterable: Iterable[Any], *, key: Any = None, reverse: bool = False
     ) -> list[Any]:
         items = self.collect(iterable)
+        self._check_sort("sorted()", items, key)
         items.sort(key=self.function_argument(key), reverse=reverse)
         return items
+
+    def _check_sort(self, what: str, items: list[Any], key: Any) -> None:
+        # Sorting compares items about log2(n) times each; with a key the keys are compared,
+        # and computing each key costs steps in the interpreter.
+        if key is None:
+            self.budget.check_work(what, items)
 
     def _reversed(self, sequence: Any) -> list[Any]:
         return self.collect(reversed(sequence))
@@ -303,7 +312,9 @@ class Builtins:
         return tuple(self.collect(iterable))
 
     def _set(self, iterable: Iterable[Any] = ()) -> set[Any]:
-        return set(self.collect(iterable))
+        items = self.collect(iterable)
+        self.budget.check_work("set()", items)  # hashing every item
+        return set(items)
 
     def _dict(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
@@ -374,7 +385,28 @@ class Builtins:
         return items.copy()
 
     def _list_sort(self, items: list[Any], *, key: Any = None, reverse: bool = False) -> None:
+        self._check_sort("list.sort()", items, key)
         items.sort(key=self.function_argument(key), reverse=reverse)
+
+    def _list_count(self, items: list[Any], value: Any) -> int:
+        self.budget.check_work("list.count()", items, per_item=value)
+        return items.count(value)
+
+    def _list_index(self, items: list[Any], value: Any, *bounds: Any) -> int:
+        self.budget.check_work("list.index()", items, per_item=value)
+        return items.index(value, *bounds)
+
+    def _list_remove(self, items: list[Any], value: Any) -> None:
+        self.budget.check_work("list.remove()", items, per_item=value)
+        items.remove(value)
+
+    def _tuple_count(self, items: tuple[Any, ...], value: Any) -> int:
+        self.budget.check_work("tuple.count()", items, per_item=value)
+        return items.count(value)
+
+    def _tuple_index(self, items: tuple[Any, ...], value: Any, *bounds: Any) -> int:
+        self.budget.check_work("tuple.index()", items, per_item=value)
+        return items.index(value, *bounds)
 
     def _dict_update(self, mapping: dict[Any, Any], *args: Any, **kwargs: Any) -> None:
         if len(args) > 1:
@@ -398,6 +430,7 @@ class Builtins:
 
     def _set_add(self, items: set[Any], item: Any) -> None:
         self.budget.check_size(len(items) + 1, "set", added=1)
+        self.budget.check_work("set.add()", item)
         items.add(item)
 
     def _set_update(self, items: set[Any], *iterables: Iterable[Any]) -> None:

@@ -160,11 +160,20 @@ def _compare(interpreter: Interpreter, node: ast.Compare) -> Any:
     for op, comparator in zip(node.ops, node.comparators, strict=True):
         right = interpreter.evaluate(comparator)
         interpreter.budget.line = node.lineno
+        _check_comparison(interpreter, op, left, right)
         result = interpreter.apply(_COMPARE[type(op)], left, right)
         if not interpreter.truth(result):
             return result
         left = right
     return result
+
+
+def _check_comparison(interpreter: Interpreter, op: ast.cmpop, left: Any, right: Any) -> None:
+    """Bound the C work of a comparison before it runs (``x in range(10**12)``, deep ``==``)."""
+    if isinstance(op, ast.In | ast.NotIn):
+        interpreter.budget.check_membership(left, right)
+    elif not isinstance(op, ast.Is | ast.IsNot):
+        interpreter.budget.check_work("comparison", left, right)
 
 
 def _if_exp(interpreter: Interpreter, node: ast.IfExp) -> Any:

@@ -24,6 +24,8 @@ MAX_INT_BITS = 65_536
 MAX_CALL_DEPTH = 50
 #: All the items a run builds, together, may reach this many times ``max_collection_size``.
 ALLOCATION_FACTOR = 20
+#: The deepest nesting of containers that a comparison, search, sort or hash may walk.
+MAX_NESTING = 100
 #: The builtin exception classes a program may name in ``except`` clauses and raise.
 ALLOWED_EXCEPTIONS: tuple[type[Exception], ...] = (
     Exception,
@@ -112,6 +114,48 @@ class Budget:
                 f"({ALLOCATION_FACTOR} x max_collection_size)",
                 self.line,
             )
+
+    def check_work(self, operation: str, *operands: Any, per_item: Any = None) -> None:
+        """Refuse ``operation`` (``==``, ``in``, ``list.count``, ``sorted``, ...) before it runs
+        when C code would walk more than ``max_collection_size`` items of its operands, or
+        containers nested deeper than ``MAX_NESTING``; the walk of this check is bounded too.
+
+        ``per_item`` is a value compared with every item of the first operand (the needle of a
+        search), so its own size counts once per item.
+        """
+        limit = self.max_collection_size
+        total = sum(structure_work(operand, limit) for operand in operands)
+        if per_item is not None and operands:
+            needle = structure_work(per_item, limit)
+            if needle > 1:
+                total += needle * max(_flat_length(operands[0]), 1)
+        if total > limit:
+            raise SandboxLimitExceeded(
+                f"{operation} on these values would walk more than {limit:,} items, or "
+                f"containers nested more than {MAX_NESTING} deep (max_collection_size)",
+                self.line,
+            )
+
+    def check_membership(self, item: Any, container: Any) -> None:
+        """Refuse ``item in container`` when it would scan too much (``"a" in range(10**12)``)."""
+        if isinstance(container, range):
+            if type(item) in (int, bool):
+                return  # answered by arithmetic
+            length = _range_length(container)
+            if length > self.max_collection_size:
+                raise SandboxLimitExceeded(
+                    f"`in` on a range of {length:,} numbers scans it item by item for a "
+                    f"{type(item).__name__}; the limit is {self.max_collection_size:,} "
+                    "(max_collection_size)",
+                    self.line,
+                )
+            return
+        if isinstance(container, str | bytes):
+            return  # bounded by the size of strings a program can build
+        if isinstance(container, dict | set | frozenset | KeysView):
+            self.check_work("`in`", item)  # hashing the item
+        else:
+            self.check_work("`in`", container, per_item=item)
 
     def check_int_bits(self, bits: int, operation: str) -> None:
         """Refuse an integer result of about ``bits`` bits before computing it."""
@@ -273,6 +317,56 @@ def _check_width(budget: Budget, digits: str) -> None:
     width = int(digits) if len(digits) <= 12 else budget.max_collection_size + 1
     if width > budget.max_collection_size:
         budget.check_size(width, "str", added=0)
+
+
+# ------------------------------------------------------------------------------ work of C code
+
+_CONTAINERS = (list, tuple, set, frozenset, dict, KeysView, ValuesView, ItemsView)
+
+
+def structure_work(value: Any, limit: int) -> int:
+    """About how many items C code walks to compare, hash or search ``value`` (a shared item is
+    counted every time it is reached, as C code reaches it), counting no further than past
+    ``limit``; containers nested deeper than ``MAX_NESTING`` count as past the limit.
+
+    >>> row = [0] * 1000
+    >>> structure_work([row] * 1000, 10**9) > 10**6  # 1,000 references to one list of 1,000
+    True
+    """
+    if not _walks(value):
+        return 1
+    total = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending and total <= limit:
+        item, depth = pending.pop()
+        if depth >= MAX_NESTING:
+            return limit + 1
+        if isinstance(item, _CONTAINERS):
+            total += 1 + len(item)
+            if total > limit:
+                break
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        else:
+            fields = dataclasses.fields(item)
+            total += 1 + len(fields)
+            children = [getattr(item, field.name) for field in fields]
+        pending.extend((child, depth + 1) for child in children if _walks(child))
+    return total
+
+
+def _walks(value: Any) -> bool:
+    return isinstance(value, _CONTAINERS) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    )
+
+
+def _flat_length(value: Any) -> int:
+    return len(value) if isinstance(value, _CONTAINERS) else 1
+
+
+def _range_length(values: range) -> int:
+    step = values.step
+    return max(0, (values.stop - values.start + step - (1 if step > 0 else -1)) // step)
 
 
 # ------------------------------------------------------------------------------ size of text

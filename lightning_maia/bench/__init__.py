@@ -16,6 +16,7 @@ from lightning_maia.errors import bad_option
 #: Benchmark name -> module under lightning_maia.bench.
 BENCHMARKS: dict[str, str] = {
     "exemplars": "lightning_maia.bench.exemplars",
+    "faults": "lightning_maia.bench.faults",
     "flagging": "lightning_maia.bench.flagging",
     "overhead": "lightning_maia.bench.overhead",
     "neurons": "lightning_maia.bench.neurons",

@@ -530,7 +530,7 @@ class MisclassificationFlagger(Callback):
     def _agent_run(self, toolbox: Toolbox, task: TaskSpec) -> UnitReport | None:
         try:
             return self.agent.run(toolbox, task)
-        except (MaiaError, OSError, TimeoutError) as error:
+        except Exception as error:  # a failing agent fails its unit, never the fit
             if self.on_error == "raise":
                 raise
             rank_zero_warn(

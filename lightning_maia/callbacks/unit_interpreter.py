@@ -349,9 +349,11 @@ class UnitInterpreter(Callback):
             )
         try:
             return self.agent.run(toolbox, self.task)
-        except (MaiaError, OSError, TimeoutError) as error:
+        except Exception as error:  # a failing agent fails its unit's report, never the fit
             if self.on_error == "raise":
                 raise
+            if not isinstance(error, MaiaError | OSError | TimeoutError):
+                log.error("UnitInterpreter: the agent failed on %s", unit.spec, exc_info=True)
             rank_zero_warn(f"UnitInterpreter: the agent failed on {unit.spec}: {error}")
             return UnitReport.failed(unit.spec, self.task.name, self.agent.name, str(error))
 
@@ -359,9 +361,11 @@ class UnitInterpreter(Callback):
         assert isinstance(self.agent, VLMAgent)
         try:
             return self.agent.run_many(toolboxes, self.task, concurrency=self.concurrency)
-        except (MaiaError, OSError, TimeoutError) as error:
+        except Exception as error:  # a failing agent fails the reports, never the fit
             if self.on_error == "raise":
                 raise
+            if not isinstance(error, MaiaError | OSError | TimeoutError):
+                log.error("UnitInterpreter: the agent failed", exc_info=True)
             rank_zero_warn(f"UnitInterpreter: the agent failed: {error}")
             return [
                 UnitReport.failed(t.unit.spec, self.task.name, self.agent.name, str(error))

@@ -27,6 +27,18 @@ def shout(text: str, times: int = 2) -> str:
 Traceback (most recent call last):
 ...
 lightning_maia.errors.ToolError: shout: argument `times` must be an integer, got '3'
+
+Ranges, lengths and list sizes are declared with :class:`Limits` in an ``Annotated`` type; they go
+into the JSON schema (``minimum``, ``maximum``, ``maxLength``, ``minItems``, ``maxItems``) and are
+checked by :meth:`ToolDefinition.validate`, so that a value in the schema's type but out of range
+(a negative seed) is a ToolError for the model, never an exception deep in a backend:
+
+>>> def draw(seed: Annotated[int, Limits(minimum=0)]) -> int:
+...     return seed
+>>> ToolDefinition.from_function(draw).validate({"seed": -5})
+Traceback (most recent call last):
+...
+lightning_maia.errors.ToolError: draw: argument `seed` must be at least 0, got -5
 """
 
 from __future__ import annotations
@@ -38,9 +50,11 @@ import typing
 from collections import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from lightning_maia.errors import ToolError
+
+__all__ = ["Annotated", "Limits", "ToolDefinition"]
 
 _ARG_LINE = re.compile(r"^\s{4,}(\w+)(?:\s*\([^)]*\))?:\s*(.*)$")
 _JSON_TYPES: dict[type, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -82,8 +96,40 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return "\n".join(summary).strip(), arguments
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of a tool argument beyond its type: ``Annotated[int, Limits(minimum=0)]``.
+
+    ``minimum`` / ``maximum`` bound numbers (inclusive), ``max_length`` the characters of a
+    string, ``min_items`` / ``max_items`` the items of a list.
+    """
+
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None
+    min_items: int | None = None
+    max_items: int | None = None
+
+    def schema(self) -> dict[str, Any]:
+        names = {
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "maxLength": self.max_length,
+            "minItems": self.min_items,
+            "maxItems": self.max_items,
+        }
+        return {name: value for name, value in names.items() if value is not None}
+
+
 def _schema_of(annotation: Any) -> dict[str, Any]:
     origin = get_origin(annotation)
+    if origin is Annotated:
+        inner, *metadata = get_args(annotation)
+        schema = _schema_of(inner)
+        for limits in metadata:
+            if isinstance(limits, Limits):
+                schema.update(limits.schema())
+        return schema
     if annotation in _JSON_TYPES:
         return {"type": _JSON_TYPES[annotation]}
     if origin is Literal:
@@ -101,8 +147,12 @@ def _schema_of(annotation: Any) -> dict[str, Any]:
 
 
 def _annotation_text(annotation: Any) -> str:
+    if annotation is type(None):
+        return "None"
     if isinstance(annotation, type) and not get_args(annotation):
         return annotation.__name__
+    if get_origin(annotation) in (Union, types.UnionType):  # Optional[int] -> int | None
+        return " | ".join(_annotation_text(option) for option in get_args(annotation))
     # Drop module paths: list[lightning_maia.tools.results.GeneratedImage] -> list[GeneratedImage]
     return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(annotation))
 
@@ -121,7 +171,7 @@ class ToolDefinition:
     @classmethod
     def from_function(cls, function: Callable[..., Any], name: str | None = None) -> ToolDefinition:
         signature = inspect.signature(function)
-        hints = typing.get_type_hints(function)
+        hints = typing.get_type_hints(function, include_extras=True)
         summary, argument_docs = _parse_docstring(function.__doc__ or "")
         properties: dict[str, Any] = {}
         required: list[str] = []
@@ -212,6 +262,23 @@ def _check_value(tool: str, name: str, schema: Mapping[str, Any], value: Any) ->
         raise ToolError(f"{tool}: argument `{name}` must be {_TYPE_WORDS[expected]}, got {value!r}")
     if "enum" in schema and value not in schema["enum"]:
         raise ToolError(f"{tool}: argument `{name}` must be one of {schema['enum']}, got {value!r}")
+    _check_limits(tool, name, schema, value)
     if expected == "array":
         for position, item in enumerate(value):
             _check_value(tool, f"{name}[{position}]", schema["items"], item)
+
+
+def _check_limits(tool: str, name: str, schema: Mapping[str, Any], value: Any) -> None:
+    problem: str | None = None
+    if "minimum" in schema and value < schema["minimum"]:
+        problem = f"must be at least {schema['minimum']}, got {value!r}"
+    elif "maximum" in schema and value > schema["maximum"]:
+        problem = f"must be at most {schema['maximum']}, got {value!r}"
+    elif "maxLength" in schema and len(value) > schema["maxLength"]:
+        problem = f"must have at most {schema['maxLength']:,} characters, got {len(value):,}"
+    elif "minItems" in schema and len(value) < schema["minItems"]:
+        problem = f"must have at least {schema['minItems']} item(s), got {len(value)}"
+    elif "maxItems" in schema and len(value) > schema["maxItems"]:
+        problem = f"must have at most {schema['maxItems']:,} items, got {len(value):,}"
+    if problem is not None:
+        raise ToolError(f"{tool}: argument `{name}` {problem}")

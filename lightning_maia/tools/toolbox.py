@@ -41,7 +41,7 @@ from lightning_maia.tools.backends.procedural import (
     ProceduralEditor,
     ProceduralGenerator,
 )
-from lightning_maia.tools.definitions import ToolDefinition
+from lightning_maia.tools.definitions import Annotated, Limits, ToolDefinition
 from lightning_maia.tools.images import ImageStore, StoredImage
 from lightning_maia.tools.results import (
     EditPair,
@@ -64,6 +64,18 @@ TOOL_NAMES: tuple[str, ...] = (
     "summarize_images",
     "log_experiment",
 )
+
+
+#: The largest seed a call may give (numpy's and torch's generators take any of these).
+MAX_SEED = 2**32 - 1
+#: Bounds of the arguments every tool checks before it runs (ranges as well as types).
+Seed = Annotated[int, Limits(minimum=0, maximum=MAX_SEED)]
+ImageId = Annotated[str, Limits(max_length=64)]
+ImageIds = Annotated[list[ImageId], Limits(max_items=256)]
+Prompt = Annotated[str, Limits(max_length=500)]
+Prompts = Annotated[list[Prompt], Limits(min_items=1, max_items=256)]
+Count = Annotated[int, Limits(minimum=1, maximum=256)]
+Note = Annotated[str, Limits(max_length=4_000)]
 
 
 def _as_unit(unit: Unit | str) -> Unit:
@@ -90,6 +102,9 @@ class Toolbox:
         display_transform: maps dataset tensors to display images in [0, 1] (e.g. undoing a
             normalisation); the default clamps to [0, 1].
         max_images_per_call: a bound on the images one call may make or read.
+        max_images: a bound on the images the toolbox may hold, exemplars included (None: no
+            bound); a call that would pass it is a ToolError. Agents lower it to their
+            per-episode image budget.
     """
 
     def __init__(
@@ -108,6 +123,7 @@ class Toolbox:
         seed: int = 0,
         display_transform: Callable[[Tensor], Tensor] | None = None,
         max_images_per_call: int = 32,
+        max_images: int | None = None,
     ) -> None:
         self.subject = subject
         self.unit = _as_unit(unit)
@@ -119,6 +135,8 @@ class Toolbox:
             )
         if max_images_per_call < 1:
             raise bad_option("max_images_per_call", "a positive integer", max_images_per_call)
+        if max_images is not None and max_images < 1:
+            raise bad_option("max_images", "a positive integer or None", max_images)
         self._exemplar_result = exemplars
         self._exemplar_data = exemplar_data
         self.k = k
@@ -132,6 +150,7 @@ class Toolbox:
         self._next_seed = seed
         self.display_transform = display_transform or (lambda images: images.clamp(0.0, 1.0))
         self.max_images_per_call = max_images_per_call
+        self.max_images = max_images
         self.images = ImageStore()
         self.experiments: list[Experiment] = []
         self.usage = Usage()
@@ -183,6 +202,12 @@ class Toolbox:
             )
         if count == 0:
             raise ToolError(f"{what}: no images asked for")
+        held = len(self.images)
+        if self.max_images is not None and held + count > self.max_images:
+            raise ToolError(
+                f"{what}: {count} more images would pass the budget of {self.max_images} images "
+                f"for this unit ({held} made so far); give your final answer"
+            )
 
     def _stored(self, image_ids: Sequence[str], what: str) -> list[StoredImage]:
         self._check_count(len(image_ids), what)
@@ -226,14 +251,15 @@ class Toolbox:
         return found
 
     def text2image(
-        self, prompts: list[str], n_per_prompt: int = 1, seed: int | None = None
+        self, prompts: Prompts, n_per_prompt: Count = 1, seed: Seed | None = None
     ) -> list[GeneratedImage]:
         """Make images from text descriptions.
 
         Args:
             prompts: one description per image set, e.g. "a red striped circle on grass".
             n_per_prompt: images per prompt (different seeds).
-            seed: first seed, for a reproducible call; omitted, fresh seeds are drawn.
+            seed: first seed (0 to 4294967295), for a reproducible call; omitted, fresh seeds
+                are drawn.
         """
         if n_per_prompt < 1:
             raise ToolError(f"text2image: n_per_prompt must be at least 1, got {n_per_prompt}")
@@ -252,7 +278,7 @@ class Toolbox:
             results.append(GeneratedImage(stored.id, prompt, item_seed))
         return results
 
-    def edit_images(self, image_ids: list[str], instructions: list[str]) -> list[EditPair]:
+    def edit_images(self, image_ids: ImageIds, instructions: Prompts) -> list[EditPair]:
         """Edit images and return (original, edited) pairs, to test what a change does.
 
         Args:
@@ -296,7 +322,7 @@ class Toolbox:
             results.append(EditPair(original.id, stored.id, instruction))
         return results
 
-    def call_units(self, image_ids: list[str]) -> list[UnitCall]:
+    def call_units(self, image_ids: ImageIds) -> list[UnitCall]:
         """Measure the unit on images: its activation on each, and an image with the region
         it responds to highlighted.
 
@@ -330,7 +356,7 @@ class Toolbox:
         order = {image_id: i for i, image_id in enumerate(image_ids)}
         return sorted(results, key=lambda call: order[call.id])
 
-    def describe_images(self, image_ids: list[str]) -> list[ImageDescription]:
+    def describe_images(self, image_ids: ImageIds) -> list[ImageDescription]:
         """Describe the highlighted region of each image (the whole image if it has none).
 
         Args:
@@ -346,7 +372,7 @@ class Toolbox:
             results.append(ImageDescription(image.id, description.text, description.concepts))
         return results
 
-    def summarize_images(self, image_ids: list[str]) -> Summary:
+    def summarize_images(self, image_ids: ImageIds) -> Summary:
         """Say what the highlighted regions of several images have in common.
 
         Args:
@@ -358,7 +384,7 @@ class Toolbox:
         return Summary(list(image_ids), summary.text, summary.concepts)
 
     def log_experiment(
-        self, title: str, image_ids: list[str], conclusion: str = "", hypothesis: str = ""
+        self, title: Note, image_ids: ImageIds, conclusion: Note = "", hypothesis: Note = ""
     ) -> Experiment:
         """Record an experiment in the log that the final report shows.
 

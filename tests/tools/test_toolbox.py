@@ -164,10 +164,13 @@ def test_call_dispatch_and_definitions(toolbox: Toolbox) -> None:
     assert text2image["parameters"]["required"] == ["prompts"]
     assert text2image["parameters"]["properties"]["prompts"] == {
         "type": "array",
-        "items": {"type": "string"},
+        "items": {"type": "string", "maxLength": 500},
+        "minItems": 1,
+        "maxItems": 256,
         "description": 'one description per image set, e.g. "a red striped circle on grass".',
     }
-    assert text2image["parameters"]["properties"]["seed"]["nullable"] is True
+    seed = text2image["parameters"]["properties"]["seed"]
+    assert (seed["nullable"], seed["minimum"], seed["maximum"]) == (True, 0, 2**32 - 1)
     signature = definitions[1].python_signature()
     assert signature.startswith(
         "def text2image(prompts: list[str], n_per_prompt: int = 1, seed: int | None = None)"

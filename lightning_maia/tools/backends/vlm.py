@@ -13,7 +13,10 @@ Building messages and parsing replies is :mod:`~lightning_maia.tools.backends.vl
 work; its names are re-exported here, so ``from lightning_maia.tools.backends.vlm import
 ChatResult, user_message`` keeps working.
 
-The API key never appears in the client's ``repr``, in error messages or in logs.
+The API key never appears in the client's ``repr``, in error messages or in logs, and every reply
+passes through :attr:`VLMClient.redactor` (:mod:`~lightning_maia.tools.backends.vlm_redaction`)
+before it is returned: an endpoint that echoes the key (or any ``Authorization`` value) in its
+text, tool calls or error bodies gets ``[redacted]`` back into the library instead.
 
 >>> import torch
 >>> image_to_data_url(torch.zeros(3, 2, 2))[:22]
@@ -55,6 +58,7 @@ from lightning_maia.tools.backends.vlm_messages import (
     tool_message,
     user_message,
 )
+from lightning_maia.tools.backends.vlm_redaction import Redactor
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -162,6 +166,11 @@ class VLMClient:
         self._lock = threading.Lock()
 
     @property
+    def redactor(self) -> Redactor:
+        """Replaces the configured key and any Authorization value in text by ``[redacted]``."""
+        return Redactor([self._api_key.reveal()] if self.has_api_key else [])
+
+    @property
     def endpoint(self) -> str:
         """The base URL requests go to, without credentials or query, for messages."""
         parts = urlsplit(self.base_url or DEFAULT_BASE_URL)
@@ -260,6 +269,7 @@ class VLMClient:
             raise MalformedResponseError(
                 self._redact(f"{self.endpoint} sent a reply that does not parse: {error}")
             ) from None
+        result = self.redactor.result(result)
         with self._lock:
             self.usage.add(result.usage)
         log.debug(
@@ -319,8 +329,7 @@ class VLMClient:
         return error
 
     def _redact(self, text: str) -> str:
-        key = self._api_key.reveal()
-        return text.replace(key, "***") if key else text
+        return self.redactor.text(text)
 
 
 def _error_detail(body: object) -> str:

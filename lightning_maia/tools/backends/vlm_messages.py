@@ -240,3 +240,49 @@ def _token_counts(usage: object) -> tuple[int, int]:
         prompt if isinstance(prompt, int) else 0,
         completion if isinstance(completion, int) else 0,
     )
+
+
+#: The longest tool name kept from a reply (OpenAI allows 64 characters).
+MAX_TOOL_NAME_CHARS = 64
+
+
+def bound_reply(result: ChatResult, max_chars: int, max_tool_calls: int) -> ChatResult:
+    """``result`` cut to size before it is stored, re-sent or rendered.
+
+    The text is cut at ``max_chars`` with a note saying how much was cut; a tool call's
+    arguments longer than ``max_chars`` become a JSON string that says so (the tool then answers
+    that its arguments must be an object); tool names are cut at 64 characters; calls past
+    ``max_tool_calls`` are dropped.
+
+    >>> reply = ChatResult(text="x" * 30, tool_calls=(ToolCall("c1", "f", "{}"),) * 3)
+    >>> bounded = bound_reply(reply, max_chars=10, max_tool_calls=2)
+    >>> bounded.text, len(bounded.tool_calls)
+    ('xxxxxxxxxx\\n[reply truncated: 20 more characters were cut]', 2)
+    """
+    text = result.text
+    if text is not None and len(text) > max_chars:
+        cut = len(text) - max_chars
+        text = f"{text[:max_chars]}\n[reply truncated: {cut:,} more characters were cut]"
+    calls = []
+    for call in result.tool_calls[:max_tool_calls]:
+        arguments = call.arguments
+        if len(arguments) > max_chars:
+            arguments = json.dumps(
+                f"[{len(arguments):,} characters of arguments were cut: the limit is {max_chars:,}]"
+            )
+        calls.append(
+            ToolCall(
+                id=call.id[:MAX_TOOL_NAME_CHARS],
+                name=call.name[:MAX_TOOL_NAME_CHARS],
+                arguments=arguments,
+            )
+        )
+    if text == result.text and calls == list(result.tool_calls):
+        return result
+    return ChatResult(
+        text=text,
+        tool_calls=tuple(calls),
+        finish_reason=result.finish_reason,
+        usage=result.usage,
+        model=result.model[:MAX_TOOL_NAME_CHARS],
+    )
