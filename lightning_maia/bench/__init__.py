@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "exemplars": "lightning_maia.bench.exemplars",
     "flagging": "lightning_maia.bench.flagging",
     "overhead": "lightning_maia.bench.overhead",
+    "realdata": "lightning_maia.bench.realdata",
     "neurons": "lightning_maia.bench.neurons",
     "spurious": "lightning_maia.bench.spurious",
     "tools": "lightning_maia.bench.tools",
