@@ -73,6 +73,8 @@ def resolve_experiments(
         designer = agent.designer
     if designer is None and (dataset is None or generator is not None):
         return None  # the procedural default, as always
+    if dataset is None and designer in ("auto", "retrieval"):
+        return None  # the data's columns are read when the data is known
     setup: ExperimentSetup = experiment_setup(
         designer if designer is not None else "auto",
         dataset=dataset,

@@ -30,6 +30,7 @@ from lightning_maia.errors import ToolError, bad_option
 from lightning_maia.tools.backends.base import Description, ImageDescriber, ImageItem
 from lightning_maia.tools.realdata.colours import pixel_colour_names
 from lightning_maia.tools.realdata.editor import known_attributes
+from lightning_maia.tools.realdata.facts import FACTS
 from lightning_maia.tools.realdata.pixel_edits import bounding_box
 from lightning_maia.tools.realdata.table import AttributeTable
 
@@ -67,12 +68,9 @@ class TableDescriber:
                     "this image has no attribute row (it is not a dataset item and no "
                     "real-data edit made it); describe it with the pixel or classifier describer"
                 )
-            if item.dataset_index is not None and self.table is not None:
-                # Register the row by content, so the highlighted copies of the image find it.
-                from lightning_maia.tools.realdata.facts import FACTS
-
-                if FACTS.lookup(item.image) is None:
-                    FACTS.register(item.image, attributes, dataset_index=item.dataset_index)
+            # Register the row by content, so the highlighted copies of the image find it.
+            if item.dataset_index is not None and FACTS.lookup(item.image) is None:
+                FACTS.register(item.image, attributes, dataset_index=item.dataset_index)
             concepts = tuple(sorted(f"{a}={v}" for a, v in attributes.items()))
             found.append(Description("; ".join(concepts), concepts))
         return found
