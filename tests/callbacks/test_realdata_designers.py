@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_maia.analysis.masked_head import MaskedHead
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
+from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.recipes.tinted_digits import TintedDigitsClassifier, TintedDigitsDataModule
 
@@ -105,3 +106,20 @@ def test_data_the_agent_cannot_design_on_fails_at_setup(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="attribute columns"):
         trainer.fit(model, DataLoader(plain, batch_size=8), DataLoader(plain, batch_size=8))
     assert trainer.global_step == 0
+
+
+def test_the_interpreter_describes_real_units_with_the_retrieval_designer(
+    tmp_path: Path, data: TintedDigitsDataModule
+) -> None:
+    interpreter = UnitInterpreter(
+        units=["backbone.pool:*"], strategy="top_active", max_units=2, when="fit_end",
+        designer="retrieval", progress=False,
+    )  # fmt: skip
+    _fit(tmp_path, [interpreter], data, epochs=1)
+    assert len(interpreter.reports) == 2
+    for report in interpreter.reports:
+        assert report.ok, report.failure_reason
+        assert report.concepts and all(
+            c.partition("=")[0] in ("digit", "colour", "brightness", "texture")
+            for c in report.concepts
+        )
