@@ -36,6 +36,7 @@ from lightning_maia.agents import scientist_audits
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.scientist_design import ProceduralDesigner
+from lightning_maia.agents.scientist_designers import table_of
 from lightning_maia.agents.scientist_session import PolicyError, Session
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.errors import BackendError, MaiaError, ToolError, bad_option
@@ -300,18 +301,31 @@ def has_scenes(dataset: Dataset[Any]) -> bool:
     return callable(getattr(dataset, "scene", None))
 
 
+def has_metadata_concepts(dataset: Dataset[Any]) -> bool:
+    """Whether the concepts of each item can be read without looking at it: procedural scenes,
+    or attribute columns (a ``metadata`` DataFrame or ``attributes(index)``)."""
+    return has_scenes(dataset) or table_of(dataset) is not None
+
+
 def dataset_concepts(dataset: Dataset[Any], indices: Sequence[int]) -> list[frozenset[str]]:
-    """Concepts of dataset items from procedural metadata (the scene behind each item), without
-    rendering; ``Subset`` wrappers are followed."""
+    """Concepts of dataset items from metadata, without rendering or describing: the scene
+    behind each procedural item, else the item's attribute columns (``attribute=value``);
+    ``Subset`` wrappers are followed."""
+    if not has_scenes(dataset):
+        table = table_of(dataset)
+        if table is None:
+            raise bad_option(
+                "dataset",
+                "a procedural dataset with a scene(index) method, or a dataset with a `metadata` "
+                "DataFrame or `attributes(index)`",
+                type(dataset).__name__,
+            )
+        return [frozenset(f"{a}={v}" for a, v in table.row(int(i)).items()) for i in indices]
     base, mapped = dataset, list(indices)
     while isinstance(base, Subset):
         mapped = [int(base.indices[i]) for i in mapped]
         base = base.dataset
-    scene = getattr(base, "scene", None)
-    if not callable(scene):
-        raise bad_option(
-            "dataset", "a procedural dataset with a scene(index) method", type(base).__name__
-        )
+    scene = base.scene  # type: ignore[attr-defined]
     return [scene_concepts(scene(i)) for i in mapped]
 
 
@@ -479,6 +493,7 @@ __all__ = [
     "false_positives_per_class",
     "findings_from_report",
     "finds_planted",
+    "has_metadata_concepts",
     "has_scenes",
     "planted_recovery",
     "planted_score_drop",

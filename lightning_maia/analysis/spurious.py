@@ -47,7 +47,8 @@ from tqdm.auto import tqdm
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.tasks import Agent, TaskSpec
-from lightning_maia.errors import MaiaError, ToolError, bad_option
+from lightning_maia.analysis.counterfactuals import counterfactual_deltas, edit_pairs
+from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult
 from lightning_maia.subject import Preprocess, Subject
 from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
@@ -414,55 +415,6 @@ def judge_units(
     return judgements
 
 
-def counterfactual_deltas(
-    model: nn.Module,
-    layer: str,
-    toolboxes: Sequence[Toolbox],
-    attribute: str = "background",
-    *,
-    preprocess: Preprocess | None = None,
-) -> Tensor:
-    """(M, F) feature changes of the agents' edits that changed only ``attribute``.
-
-    Every (original, edited) pair in the toolboxes' image stores whose scenes differ in
-    ``attribute`` alone counts once; the features are the whole ``layer``.
-    """
-    originals, edited, seen = [], [], set()
-    for toolbox in toolboxes:
-        for stored in toolbox.images:
-            if stored.source != "edit" or stored.parent is None:
-                continue
-            parent = toolbox.images.get(stored.parent)
-            if parent.scene is None or stored.scene is None:
-                continue
-            key = (id(toolbox), stored.parent, stored.id)
-            if key in seen or not _only_changed(parent.scene, stored.scene, attribute):
-                continue
-            seen.add(key)
-            originals.append(parent.image)
-            edited.append(stored.image)
-    if not originals:
-        raise ToolError(f"no edit among the agent's experiments changed only the {attribute}")
-    subject = Subject(model, [f"{layer}:*"], preprocess=preprocess, reduction="mean")
-    before = subject.call_units(torch.stack(originals)).activations
-    after = subject.call_units(torch.stack(edited)).activations
-    return (after - before).float()
-
-
-def _only_changed(before: Any, after: Any, attribute: str) -> bool:
-    from lightning_maia.world.datasets import attribute_value
-    from lightning_maia.world.scene import ATTRIBUTES
-
-    try:
-        values = [(attribute_value(before, a), attribute_value(after, a)) for a in ATTRIBUTES]
-    except (MaiaError, ValueError):
-        return False
-    changed = {a for a, (x, y) in zip(ATTRIBUTES, values, strict=True) if x != y}
-    if attribute == "background":
-        changed.discard("background_colour")  # a named background brings its own colour
-    return changed == {attribute}
-
-
 __all__ = [
     "REFIT",
     "VERDICTS",
@@ -473,6 +425,7 @@ __all__ = [
     "balanced_indices",
     "counterfactual_deltas",
     "dataset_groups",
+    "edit_pairs",
     "erase_projection",
     "erase_remedy",
     "head_metrics",

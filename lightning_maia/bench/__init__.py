@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "faults": "lightning_maia.bench.faults",
     "flagging": "lightning_maia.bench.flagging",
     "overhead": "lightning_maia.bench.overhead",
+    "realdata": "lightning_maia.bench.realdata",
     "neurons": "lightning_maia.bench.neurons",
     "spurious": "lightning_maia.bench.spurious",
     "tools": "lightning_maia.bench.tools",

@@ -33,6 +33,7 @@ from typing_extensions import override
 
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist import ScientistAgent
+from lightning_maia.agents.scientist_design import ExperimentDesigner
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.analysis import risk
 from lightning_maia.analysis.class_bias import (
@@ -40,7 +41,12 @@ from lightning_maia.analysis.class_bias import (
     audit_class_bias,
     dataset_concepts,
     described_concepts,
-    has_scenes,
+    has_metadata_concepts,
+)
+from lightning_maia.callbacks._experiment_setup import (
+    ResolvedExperiments,
+    resolve_experiments,
+    train_dataset_at_setup,
 )
 from lightning_maia.callbacks._shared import ON_ERROR, output_root, should_skip, validation_dataset
 from lightning_maia.errors import MaiaError, bad_option
@@ -141,6 +147,9 @@ class MisclassificationFlagger(Callback):
         max_flagged_rate, max_subgroups: CI gate thresholds (None: not checked).
         agent, generator, editor, describer: the agent and image backends (offline defaults).
         preprocess: maps display images in [0, 1] to model inputs.
+        designer: how the offline agent designs its audits: ``retrieval`` (the scored data's
+            attribute columns), ``procedural``, ``prompts``, ``auto`` or a designer object;
+            None: procedural for procedural data, a setup error for data it cannot design on.
         batch_size: batch size of the scoring pass.
         folds: cross-fitting folds when there is no ``calibration_data``.
         output_dir: where the HTML report goes (default ``<log_dir>/maia``).
@@ -175,6 +184,7 @@ class MisclassificationFlagger(Callback):
         editor: ImageEditor | None = None,
         describer: ImageDescriber | None = None,
         preprocess: Callable[[Tensor], Tensor] | None = None,
+        designer: str | ExperimentDesigner | None = None,
         batch_size: int = 256,
         folds: int = 2,
         output_dir: str | None = None,
@@ -221,6 +231,8 @@ class MisclassificationFlagger(Callback):
         self.flag_threshold, self.top_n = flag_threshold, top_n
         self.max_flagged_rate, self.max_subgroups = max_flagged_rate, max_subgroups
         self.agent: Agent = agent or ScientistAgent(seed=seed)
+        self.designer, self._given_agent = designer, agent
+        self._experiments: ResolvedExperiments | None = None
         self.generator, self.editor, self.describer = generator, editor, describer
         self.preprocess = preprocess
         self.batch_size, self.folds = batch_size, folds
@@ -244,6 +256,9 @@ class MisclassificationFlagger(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _find_head(pl_module, self.head)  # a bad head path fails here, never mid-training
+        data = self.dataset if self.dataset is not None else train_dataset_at_setup(trainer, "val")
+        names = self.class_names or list(getattr(data, "class_names", []) or [])
+        self._resolve_experiments(data, names)  # an unusable designer fails here
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -343,6 +358,7 @@ class MisclassificationFlagger(Callback):
         if dataset is self.calibration_data:
             raise bad_option("calibration_data", "held-out data, not the scored dataset", "dataset")
         names = self.class_names or list(getattr(dataset, "class_names", []) or [])
+        self._resolve_experiments(dataset, names)
         _, head = _find_head(model, self.head)
         self._sections = []
         evaluated = collect_outputs(model, head, dataset, self.batch_size, self.preprocess)
@@ -412,6 +428,22 @@ class MisclassificationFlagger(Callback):
         return self.result
 
     # -- evidence ---------------------------------------------------------------------------
+
+    def _resolve_experiments(self, data: Dataset[Any] | None, names: Sequence[str]) -> None:
+        """Build the agent and backends ``designer`` asks for (once), checking they can run."""
+        uses_agent = self.class_bias or (self.spurious_check and self.feature_layer is not None)
+        if self._experiments is not None or not uses_agent or self.spurious_units is not None:
+            return
+        self._experiments = resolve_experiments(
+            "MisclassificationFlagger", agent=self._given_agent, designer=self.designer,
+            dataset=data, class_names=names, candidate_attributes=self.candidate_attributes,
+            generator=self.generator, editor=self.editor, describer=self.describer,
+            seed=self.seed,
+        )  # fmt: skip
+        if self._experiments is not None:
+            self.agent = self._experiments.agent
+            self.generator, self.editor = self._experiments.generator, self._experiments.editor
+            self.describer = self._experiments.describer
 
     def _needs_own_check(self, remover_units: dict[int, str] | None) -> bool:
         return (
@@ -502,7 +534,8 @@ class MisclassificationFlagger(Callback):
         nothing: list[frozenset[str]] = [frozenset()] * count
         if not needed or self.concepts == "none":
             return nothing
-        if self.concepts == "metadata" or (self.concepts == "auto" and has_scenes(dataset)):
+        from_metadata = self.concepts == "auto" and has_metadata_concepts(dataset)
+        if self.concepts == "metadata" or from_metadata:
             return dataset_concepts(dataset, range(count))
         try:
             found: list[frozenset[str]] = []

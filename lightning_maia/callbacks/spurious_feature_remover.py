@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from typing_extensions import override
 
 from lightning_maia.agents.scientist import ScientistAgent
+from lightning_maia.agents.scientist_design import ExperimentDesigner
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.masked_head import (
     MaskedHead,
@@ -59,6 +60,11 @@ from lightning_maia.analysis.spurious import (
     judge_units,
     l1_top_units,
     select_remedy,
+)
+from lightning_maia.callbacks._experiment_setup import (
+    ResolvedExperiments,
+    resolve_experiments,
+    train_dataset_at_setup,
 )
 from lightning_maia.callbacks._shared import ON_ERROR, output_root, should_skip
 from lightning_maia.callbacks._shared import validation_dataset as _validation_dataset
@@ -105,6 +111,10 @@ class SpuriousFeatureRemover(Callback):
         erase_energy: share of the edits' feature variance the erased subspace explains.
         exemplars_k: dataset exemplars per unit shown to the agent.
         preprocess, generator, editor, describer: the agent's model input and image backends.
+        designer: how the offline agent designs experiments: ``retrieval`` (the training data's
+            attribute columns, answered by retrieval and weight-free edits), ``procedural``,
+            ``prompts``, ``auto`` or a designer object; None: procedural for procedural data,
+            and a setup error naming what to configure for data the agent cannot design on.
         batch_size: batch size of the feature passes.
         output_dir: where the report goes (default ``<log_dir>/maia``).
         on_error: ``warn`` (a warning and failed reports; the head is left unchanged when no
@@ -136,6 +146,7 @@ class SpuriousFeatureRemover(Callback):
         generator: ImageGenerator | None = None,
         editor: ImageEditor | None = None,
         describer: ImageDescriber | None = None,
+        designer: str | ExperimentDesigner | None = None,
         batch_size: int = 256,
         output_dir: str | None = None,
         on_error: str = "warn",
@@ -171,6 +182,8 @@ class SpuriousFeatureRemover(Callback):
         self.class_names = list(class_names) if class_names is not None else None
         self.candidate_attributes = tuple(candidate_attributes)
         self.agent: Agent = agent or ScientistAgent(seed=seed)
+        self.designer, self._given_agent = designer, agent
+        self._experiments: ResolvedExperiments | None = None
         self.dataset, self.val_dataset = dataset, val_dataset
         self.when, self.every_n_epochs, self.finetune_epochs = when, every_n_epochs, finetune_epochs
         self.protocol, self.erase_energy, self.exemplars_k = protocol, erase_energy, exemplars_k
@@ -201,6 +214,8 @@ class SpuriousFeatureRemover(Callback):
             find_layer(pl_module, self.feature_layer)
         if self._class_names(pl_module, self.dataset) is None and self.dataset is not None:
             raise bad_option("class_names", "the class names in output order", None)
+        data = self.dataset if self.dataset is not None else train_dataset_at_setup(trainer)
+        self._resolve_experiments(pl_module, data)  # an unusable designer fails here
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -330,6 +345,7 @@ class SpuriousFeatureRemover(Callback):
             pl_module, head, train_data, self.batch_size, self.progress, self.preprocess
         )
         selection = l1_top_units(train.features, train.labels, self.k, seed=self.seed)
+        self._resolve_experiments(pl_module, train_data)
         self.judgements = judge_units(
             pl_module,
             layer,
@@ -422,6 +438,21 @@ class SpuriousFeatureRemover(Callback):
         return decision, figures
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _resolve_experiments(self, pl_module: nn.Module, data: Dataset[Any] | None) -> None:
+        """Build the agent and backends ``designer`` asks for (once), checking they can run."""
+        if self._experiments is not None:
+            return
+        self._experiments = resolve_experiments(
+            "SpuriousFeatureRemover", agent=self._given_agent, designer=self.designer,
+            dataset=data, class_names=self._class_names(pl_module, data),
+            candidate_attributes=self.candidate_attributes, generator=self.generator,
+            editor=self.editor, describer=self.describer, seed=self.seed,
+        )  # fmt: skip
+        if self._experiments is not None:
+            self.agent = self._experiments.agent
+            self.generator, self.editor = self._experiments.generator, self._experiments.editor
+            self.describer = self._experiments.describer
 
     def _class_names(self, pl_module: nn.Module, dataset: Dataset[Any] | None) -> list[str] | None:
         for source in (self.class_names, getattr(pl_module, "class_names", None)):

@@ -25,8 +25,14 @@ from typing_extensions import override
 
 from lightning_maia.agents.records import UnitReport, reports_to_dataframe
 from lightning_maia.agents.scientist import ScientistAgent
+from lightning_maia.agents.scientist_design import ExperimentDesigner
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
+from lightning_maia.callbacks._experiment_setup import (
+    ResolvedExperiments,
+    resolve_experiments,
+    train_dataset_at_setup,
+)
 from lightning_maia.callbacks._shared import (
     ON_ERROR,
     output_root,
@@ -78,6 +84,9 @@ class UnitInterpreter(Callback):
         class_names: names of the output classes (for ``output:NAME`` specs).
         preprocess: maps display images in [0, 1] to model inputs (e.g. normalisation).
         generator, editor, describer: image backends (procedural by default).
+        designer: how the offline agent designs experiments on this data: ``retrieval`` (the
+            exemplar data's attribute columns), ``procedural``, ``prompts``, ``auto`` or a
+            designer object, with the backends that read it; None: the agent's own.
         background: run the agent on a snapshot of the weights in a worker thread, so that
             training goes on while a remote model thinks; results are logged when ready and
             joined when fitting ends.
@@ -106,6 +115,7 @@ class UnitInterpreter(Callback):
         generator: ImageGenerator | None = None,
         editor: ImageEditor | None = None,
         describer: ImageDescriber | None = None,
+        designer: str | ExperimentDesigner | None = None,
         background: bool = False,
         output_dir: str | None = None,
         on_error: str = "warn",
@@ -143,6 +153,8 @@ class UnitInterpreter(Callback):
         self.class_names = class_names
         self.preprocess = preprocess
         self.generator, self.editor, self.describer = generator, editor, describer
+        self.designer, self._given_agent = designer, agent
+        self._experiments: ResolvedExperiments | None = None
         self.background = background
         self.output_dir = output_dir
         self.on_error = on_error
@@ -171,10 +183,26 @@ class UnitInterpreter(Callback):
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def _resolve_experiments(self, data: Dataset[Any] | None) -> None:
+        """Build the agent and backends an explicit ``designer`` asks for (once)."""
+        if self.designer is None or self._experiments is not None:
+            return
+        self._experiments = resolve_experiments(
+            "UnitInterpreter", agent=self._given_agent, designer=self.designer, dataset=data,
+            class_names=self.class_names, candidate_attributes=(), generator=self.generator,
+            editor=self.editor, describer=self.describer, seed=self.seed,
+        )  # fmt: skip
+        if self._experiments is not None:
+            self.agent = self._experiments.agent
+            self.generator, self.editor = self._experiments.generator, self._experiments.editor
+            self.describer = self._experiments.describer
+
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Bad specs fail here, at setup, never mid-training.
         self._selections = resolve_units(pl_module, self.units, self.class_names)
+        data = self.dataset if self.dataset is not None else train_dataset_at_setup(trainer, "val")
+        self._resolve_experiments(data)  # an unusable designer fails here
         if self.background and self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="maia-unit-interpreter"
@@ -231,6 +259,7 @@ class UnitInterpreter(Callback):
                 "the trainer a validation dataloader; skipping"
             )
             return None
+        self._resolve_experiments(dataset)
         epoch = trainer.current_epoch
         if self.background and trainer.world_size == 1:
             # One process: the exemplar pass moves into the worker too, off the training path.

@@ -8,7 +8,7 @@ from importlib import resources
 
 from lightning.pytorch.cli import LightningCLI
 
-CONFIGS = ("demo", "audit_image_folder", "ci_check")
+CONFIGS = ("demo", "audit_image_folder", "ci_check", "tinted_digits")
 
 
 def config_path(name: str) -> str:

@@ -41,7 +41,7 @@ class StoredImage:
     activation: float | None = None
 
     def item(self) -> ImageItem:
-        return ImageItem(self.image, self.scene)
+        return ImageItem(self.image, self.scene, self.mask, self.dataset_index)
 
     def provenance(self) -> str:
         """One line on where the image came from."""

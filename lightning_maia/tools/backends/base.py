@@ -23,6 +23,11 @@ class ImageItem:
 
     image: Tensor
     scene: Scene | None = None
+    #: Bool (H, W): the region a unit highlighted on this image, where known (edits that act on
+    #: "the highlighted region" read it).
+    mask: Tensor | None = None
+    #: The dataset item the image shows, for exemplars (a metadata table's row).
+    dataset_index: int | None = None
 
 
 @dataclass

@@ -1,0 +1,125 @@
+"""The callbacks on a user's own data (real handwriting with a colour shortcut, no procedural
+world): the remover's select and erase inside Trainer.fit with the retrieval designer, the
+flagger's audits on attribute columns, and setup-time errors for data nothing can design on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_maia.analysis.masked_head import MaskedHead
+from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
+from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
+from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.errors import ConfigurationError
+from lightning_maia.recipes.tinted_digits import TintedDigitsClassifier, TintedDigitsDataModule
+
+
+@pytest.fixture(scope="module")
+def data() -> TintedDigitsDataModule:
+    return TintedDigitsDataModule(classes=4, copies=1)
+
+
+def _fit(
+    tmp_path: Path, callbacks: list[Any], data: pl.LightningDataModule, epochs: int = 2
+) -> pl.LightningModule:
+    model = TintedDigitsClassifier(classes=4, backbone_epochs=20)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+    )  # fmt: skip
+    trainer.fit(model, data)
+    return model
+
+
+@pytest.mark.parametrize("remedy", ["select", "erase"])
+def test_the_remover_judges_and_refits_on_real_images(
+    tmp_path: Path, data: TintedDigitsDataModule, remedy: str
+) -> None:
+    remover = SpuriousFeatureRemover(
+        designer="retrieval", candidate_attributes=("colour",), k=6, remedy=remedy, progress=False
+    )
+    model = _fit(tmp_path, [remover], data)
+    figures = remover.history[-1]
+    assert figures["status"] == "ok"
+    assert figures["units_judged"] == 6 and figures["units_failed"] == 0
+    assert isinstance(model.head, MaskedHead)
+    assert "after_worst_group_accuracy" in figures  # the validation data's group column
+    verdicts = {j.unit.index: j.verdict for j in remover.judgements}
+    if remedy == "select":
+        assert set(remover.decision["kept_units"]) == {
+            u for u, v in verdicts.items() if v == "core"
+        }  # type: ignore[index]
+        assert torch.equal(
+            model.head.mask.nonzero().flatten().sort().values,
+            torch.tensor(sorted(remover.decision["kept_units"])),
+        )  # type: ignore[index]
+    else:
+        # The recolour edits of the agent's runs are the data erasure projects out.
+        assert figures["erased_dimensions"] >= 1
+        assert float(model.head.mask.sum()) == model.head.mask.numel()
+
+
+def test_the_flaggers_audits_run_on_attribute_columns(
+    tmp_path: Path, data: TintedDigitsDataModule
+) -> None:
+    flagger = MisclassificationFlagger(
+        when="fit_end", designer="retrieval", feature_layer="backbone.pool",
+        candidate_attributes=("colour",), max_checked_units=3, images_per_value=4,
+    )  # fmt: skip
+    _fit(tmp_path, [flagger], data, epochs=1)
+    result = flagger.result
+    assert result is not None
+    reports = [section.report for section in flagger._sections]
+    # Its own spurious_check on 3 units and the class-bias audit of each of the 4 classes all
+    # ran to a verdict: the retrieval designer drew every class and colour.
+    assert [r.task for r in reports] == ["spurious_check"] * 3 + ["class_bias"] * 4
+    assert all(r.ok for r in reports), [r.failure_reason for r in reports]
+    assert {r.verdict for r in reports[3:]} <= {"biased", "unbiased", "unclear"}
+    assert len(result.table) == len(data.val_data)
+
+
+def test_data_the_agent_cannot_design_on_fails_at_setup(tmp_path: Path) -> None:
+    images = torch.rand(16, 3, 12, 12)
+    plain = TensorDataset(images, torch.arange(16) % 4)
+    model = TintedDigitsClassifier(classes=4, backbone_epochs=1)
+    remover = SpuriousFeatureRemover(
+        candidate_attributes=("colour",), class_names=["0", "1", "2", "3"], k=2
+    )
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[remover],
+    )  # fmt: skip
+    with pytest.raises(ConfigurationError, match="cannot design experiments on TensorDataset"):
+        trainer.fit(model, DataLoader(plain, batch_size=8))
+    assert trainer.global_step == 0  # failed before a single training step
+    flagger = MisclassificationFlagger(designer="retrieval", class_names=["0", "1", "2", "3"])
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[flagger],
+    )  # fmt: skip
+    with pytest.raises(ConfigurationError, match="attribute columns"):
+        trainer.fit(model, DataLoader(plain, batch_size=8), DataLoader(plain, batch_size=8))
+    assert trainer.global_step == 0
+
+
+def test_the_interpreter_describes_real_units_with_the_retrieval_designer(
+    tmp_path: Path, data: TintedDigitsDataModule
+) -> None:
+    interpreter = UnitInterpreter(
+        units=["backbone.pool:*"], strategy="top_active", max_units=2, when="fit_end",
+        designer="retrieval", progress=False,
+    )  # fmt: skip
+    _fit(tmp_path, [interpreter], data, epochs=1)
+    assert len(interpreter.reports) == 2
+    for report in interpreter.reports:
+        assert report.ok, report.failure_reason
+        assert report.concepts and all(
+            c.partition("=")[0] in ("digit", "colour", "brightness", "texture")
+            for c in report.concepts
+        )
