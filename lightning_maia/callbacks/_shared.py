@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger("lightning_maia")
@@ -23,11 +24,55 @@ def should_skip(trainer: pl.Trainer) -> bool:
 
 
 def output_root(trainer: pl.Trainer, output_dir: str | Path | None) -> Path:
-    """Where reports and images go: ``output_dir``, else ``<log_dir>/maia``."""
+    """Where reports and images go: ``output_dir``, else ``<log_dir>/maia``.
+
+    Under DDP ``trainer.log_dir`` is a collective call (rank zero broadcasts it), so call this on
+    every rank at the same point (the callbacks do it in ``setup``), never from rank zero alone.
+    """
     if output_dir is not None:
         return Path(output_dir)
     base = trainer.log_dir or trainer.default_root_dir
     return Path(base) / "maia"
+
+
+def finished_epoch(trainer: pl.Trainer) -> int:
+    """The epoch a run at fit end describes: the last one trained (``current_epoch`` has moved
+    one past it by ``on_fit_end``)."""
+    return max(trainer.current_epoch - 1, 0)
+
+
+def log_figures(
+    trainer: pl.Trainer,
+    pl_module: pl.LightningModule,
+    figures: Mapping[str, float],
+    *,
+    at_fit_end: bool = False,
+) -> None:
+    """Make ``figures`` (equal on every rank: broadcast them first) monitorable, as ``self.log``.
+
+    At an epoch end they go through ``pl_module.log``, so they reach ``trainer.callback_metrics``
+    (EarlyStopping, ModelCheckpoint) and the loggers at Lightning's own step. Lightning refuses
+    ``self.log`` in ``on_fit_end``, so there they are put into ``trainer.callback_metrics`` on
+    every rank and written by rank zero to the loggers at the step (and with the ``epoch``) of the
+    last epoch's metrics.
+    """
+    if not figures:
+        return
+    if not at_fit_end:
+        for name, value in figures.items():
+            # Equal on every rank, so syncing changes nothing; it keeps Lightning's DDP check quiet.
+            pl_module.log(name, float(value), on_step=False, on_epoch=True, sync_dist=True)
+        return
+    trainer.callback_metrics.update(
+        {name: torch.tensor(float(value)) for name, value in figures.items()}
+    )
+    if trainer.is_global_zero:
+        row = {name: float(value) for name, value in figures.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(
+                {**row, "epoch": finished_epoch(trainer)}, step=max(trainer.global_step - 1, 0)
+            )
+            logger.save()
 
 
 def validation_dataset(trainer: pl.Trainer) -> Dataset[Any] | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -42,7 +43,14 @@ from lightning_maia.analysis.class_bias import (
     described_concepts,
     has_scenes,
 )
-from lightning_maia.callbacks._shared import ON_ERROR, output_root, should_skip, validation_dataset
+from lightning_maia.callbacks._shared import (
+    ON_ERROR,
+    finished_epoch,
+    log_figures,
+    output_root,
+    should_skip,
+    validation_dataset,
+)
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
 from lightning_maia.reporting.adapters import adapters_for
@@ -231,6 +239,7 @@ class MisclassificationFlagger(Callback):
         self.result: FlaggingResult | None = None
         self._decision: dict[str, Any] | None = None
         self._sections: list[Any] = []
+        self._root: Path | None = None
 
     @property
     @override
@@ -244,6 +253,8 @@ class MisclassificationFlagger(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _find_head(pl_module, self.head)  # a bad head path fails here, never mid-training
+        # Every rank, here: under DDP the log folder is broadcast from rank zero.
+        self._root = output_root(trainer, self.output_dir)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -252,20 +263,16 @@ class MisclassificationFlagger(Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
         summary = self._run_in_trainer(trainer, pl_module)
-        for name, value in summary.items():
-            # Equal on every rank (broadcast), so monitors such as EarlyStopping can use them.
-            pl_module.log(f"maia/{name}", float(value), on_epoch=True, sync_dist=True)
+        # Equal on every rank (broadcast), so monitors such as EarlyStopping can use them.
+        log_figures(trainer, pl_module, {f"maia/{k}": v for k, v in summary.items()})
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.when != "fit_end" or should_skip(trainer):
             return
         summary = self._run_in_trainer(trainer, pl_module)
-        if summary and trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(
-                    {f"maia/{k}": v for k, v in summary.items()}, trainer.global_step
-                )
+        figures = {f"maia/{k}": v for k, v in summary.items()}
+        log_figures(trainer, pl_module, figures, at_fit_end=True)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -321,7 +328,7 @@ class MisclassificationFlagger(Callback):
         if summary is None:
             return {}
         self._decision = dict(summary)
-        self.history.append({"epoch": trainer.current_epoch, **summary})
+        self.history.append({"epoch": self._epoch(trainer), **summary})
         return summary
 
     def flag(
@@ -408,6 +415,10 @@ class MisclassificationFlagger(Callback):
         )
         self._decision = self.result.summary()
         return self.result
+
+    def _epoch(self, trainer: pl.Trainer) -> int:
+        """The epoch a run describes (at fit end, the last one trained)."""
+        return finished_epoch(trainer) if self.when == "fit_end" else trainer.current_epoch
 
     # -- evidence ---------------------------------------------------------------------------
 
@@ -537,7 +548,7 @@ class MisclassificationFlagger(Callback):
     # -- logging ----------------------------------------------------------------------------
 
     def _log(self, trainer: pl.Trainer, result: FlaggingResult, dataset: Dataset[Any]) -> None:
-        step, epoch = trainer.global_step, trainer.current_epoch
+        step, epoch = trainer.global_step, self._epoch(trainer)
         top = result.top(self.top_n)
         findings = pd.DataFrame([f.to_row() for f in result.findings])
         images = [dataset[int(i)][0].detach().float().clamp(0.0, 1.0) for i in top["index"]]
@@ -545,11 +556,9 @@ class MisclassificationFlagger(Callback):
             f"#{row.index} {row.label} -> {row.prediction} (risk {row.maia:.2f}): {row.reason}"
             for row in top.itertuples()
         ]
+        root = self._root if self._root is not None else output_root(trainer, self.output_dir)
         path = write_report(
-            output_root(trainer, self.output_dir)
-            / "flagger"
-            / f"epoch-{epoch:03d}"
-            / "report.html",
+            root / "flagger" / f"epoch-{epoch:03d}" / "report.html",
             self._sections,
             title=f"MisclassificationFlagger — epoch {epoch}",
             meta={

@@ -32,7 +32,7 @@ import lightning.pytorch as pl
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -45,7 +45,9 @@ from lightning_maia.analysis.masked_head import (
     MaskedHead,
     effective_linear,
     find_head,
+    fold_masked_heads,
     install_masked_head,
+    reinstall_masked_heads,
 )
 from lightning_maia.analysis.spurious import (
     REFIT,
@@ -60,7 +62,13 @@ from lightning_maia.analysis.spurious import (
     l1_top_units,
     select_remedy,
 )
-from lightning_maia.callbacks._shared import ON_ERROR, output_root, should_skip
+from lightning_maia.callbacks._shared import (
+    ON_ERROR,
+    finished_epoch,
+    log_figures,
+    output_root,
+    should_skip,
+)
 from lightning_maia.callbacks._shared import validation_dataset as _validation_dataset
 from lightning_maia.errors import ConfigurationError, MaiaError, bad_option
 from lightning_maia.exemplars import compute_exemplars
@@ -186,6 +194,7 @@ class SpuriousFeatureRemover(Callback):
         self.decision: dict[str, Any] | None = None
         self._adapters: list[LoggerAdapter] | None = None
         self._kept: set[int] = set()
+        self._root: Path | None = None
 
     @property
     @override
@@ -201,6 +210,8 @@ class SpuriousFeatureRemover(Callback):
             find_layer(pl_module, self.feature_layer)
         if self._class_names(pl_module, self.dataset) is None and self.dataset is not None:
             raise bad_option("class_names", "the class names in output order", None)
+        # Every rank, here: under DDP the log folder is broadcast from rank zero.
+        self._root = output_root(trainer, self.output_dir)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -213,6 +224,21 @@ class SpuriousFeatureRemover(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.when == "fit_end" and not should_skip(trainer):
             self.run(trainer, pl_module)
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # The user's own class loads the checkpoint as it is: the masked head is saved as the
+        # plain Linear with the same logits, its mask and projection beside the state dict.
+        fold_masked_heads(pl_module, checkpoint)
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # fit(ckpt_path=...): the weights are loaded; training goes on under the saved mask.
+        reinstall_masked_heads(pl_module, checkpoint)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -236,8 +262,8 @@ class SpuriousFeatureRemover(Callback):
         class_names = self._class_names(pl_module, train_data)
         if class_names is None:
             raise bad_option("class_names", "the class names in output order", None)
-        # Collective calls first, on every rank: log_dir broadcasts under DDP.
-        root = output_root(trainer, self.output_dir) / "spurious"
+        base = self._root if self._root is not None else output_root(trainer, self.output_dir)
+        root = base / "spurious"
         if self._adapters is None:
             self._adapters = adapters_for(trainer)
         # Every rank reads its shard; the merged exemplars are the same on all ranks.
@@ -269,11 +295,19 @@ class SpuriousFeatureRemover(Callback):
         decision = trainer.strategy.broadcast(decision, src=0)
         if decision is not None:
             _forget_optimizer_state(trainer, self._install(pl_module, head_path, decision))
+        # Every rank keeps (and logs) the same figures, so monitors see them under DDP too.
         if figures is not None:
-            figures["epoch"] = trainer.current_epoch
-            self.history.append({k: v for k, v in figures.items() if not isinstance(v, Tensor)})
-            self._log(trainer, figures, root)
-        return figures
+            figures = {k: v for k, v in figures.items() if not isinstance(v, Tensor)}
+        figures = trainer.strategy.broadcast(figures, src=0)
+        if figures is None:
+            return None
+        # At fit end, the last epoch trained (``current_epoch`` is one past it by then).
+        epoch = trainer.current_epoch if self.when == "epoch" else finished_epoch(trainer)
+        self.history.append({**figures, "epoch": epoch})
+        self._log(trainer, pl_module, figures, root, epoch)
+        if decision is not None and self.when == "fit_end":
+            refresh_checkpoints(trainer)
+        return figures if trainer.is_global_zero else None
 
     def apply(self, model: nn.Module, *, dataset: Dataset[Any] | None = None) -> dict[str, Any]:
         """The same judgement and remedy on a model outside a fit (e.g. a loaded checkpoint),
@@ -465,15 +499,23 @@ class SpuriousFeatureRemover(Callback):
         columns = ["unit", "l1_weight", "verdict", "kept", "description", "evidence"]
         return pd.DataFrame(rows, columns=columns)
 
-    def _log(self, trainer: pl.Trainer, figures: dict[str, Any], root: Path) -> None:
+    def _log(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        figures: dict[str, Any],
+        root: Path,
+        epoch: int,
+    ) -> None:
         numbers = {
             f"maia/spurious/{name}": float(value)
             for name, value in figures.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)
         }
-        for logger in trainer.loggers:
-            logger.log_metrics(numbers, step=trainer.global_step)
-        path = self._write_report(root, figures, trainer.current_epoch)
+        log_figures(trainer, pl_module, numbers, at_fit_end=self.when == "fit_end")
+        if not trainer.is_global_zero:
+            return
+        path = self._write_report(root, figures, epoch)
         table = self.unit_table()
         for adapter in self._adapters or []:
             adapter.log_table("maia/spurious_units", table, trainer.global_step)
@@ -599,6 +641,36 @@ def _train_dataset(trainer: pl.Trainer) -> Dataset[Any] | None:
         dataset: Dataset[Any] = loader.dataset
         return dataset
     return None
+
+
+def refresh_checkpoints(trainer: pl.Trainer) -> list[str]:
+    """Save again the ModelCheckpoint files that hold the final weights (saved at this global
+    step), so that after a ``fit_end`` refit they hold the new head too. Every rank calls it
+    (saving is collective); returns the paths."""
+    paths: list[tuple[str, bool]] = []
+    if trainer.is_global_zero:
+        for callback in trainer.checkpoint_callbacks:
+            if not isinstance(callback, ModelCheckpoint):
+                continue
+            for path in sorted({*callback.best_k_models, callback.last_model_path} - {""}):
+                if _saved_at_step(Path(path)) == trainer.global_step:
+                    paths.append((str(path), callback.save_weights_only))
+    paths = trainer.strategy.broadcast(paths, src=0)
+    for path, weights_only in paths:
+        trainer.save_checkpoint(path, weights_only=weights_only)
+    return [path for path, _ in paths]
+
+
+def _saved_at_step(path: Path) -> int | None:
+    """The global step a local checkpoint file was saved at (None: not a local checkpoint)."""
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+    return int(step) if step is not None else None
 
 
 def _forget_optimizer_state(trainer: pl.Trainer, head: nn.Module) -> None:

@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -29,6 +30,8 @@ from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks._shared import (
     ON_ERROR,
+    finished_epoch,
+    log_figures,
     output_root,
     should_skip,
     snapshot,
@@ -161,6 +164,7 @@ class UnitInterpreter(Callback):
         self._warned_describer = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[concurrent.futures.Future[tuple[int, list[_UnitRun]]]] = []
+        self._root: Path | None = None
 
     @property
     @override
@@ -175,6 +179,8 @@ class UnitInterpreter(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Bad specs fail here, at setup, never mid-training.
         self._selections = resolve_units(pl_module, self.units, self.class_names)
+        # Every rank, here: under DDP the log folder is broadcast from rank zero.
+        self._root = output_root(trainer, self.output_dir)
         if self.background and self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="maia-unit-interpreter"
@@ -190,19 +196,14 @@ class UnitInterpreter(Callback):
         summary = self._run(trainer, pl_module)
         # Rank zero decides; every rank logs the same numbers (EarlyStopping may monitor them).
         summary = trainer.strategy.broadcast(summary, src=0)
-        for name, value in (summary or {}).items():
-            # The values are equal on every rank (broadcast), so syncing changes nothing.
-            pl_module.log(f"maia/{name}", float(value), on_epoch=True, sync_dist=True)
+        log_figures(trainer, pl_module, {f"maia/{k}": v for k, v in (summary or {}).items()})
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.when == "fit_end" and not should_skip(trainer):
-            summary = self._run(trainer, pl_module)
-            if summary and trainer.is_global_zero:
-                for logger in trainer.loggers:
-                    logger.log_metrics(
-                        {f"maia/{k}": v for k, v in summary.items()}, step=trainer.global_step
-                    )
+            summary = trainer.strategy.broadcast(self._run(trainer, pl_module), src=0)
+            figures = {f"maia/{k}": v for k, v in (summary or {}).items()}
+            log_figures(trainer, pl_module, figures, at_fit_end=True)
         self._log_finished(trainer, wait=True)
 
     @override
@@ -231,7 +232,8 @@ class UnitInterpreter(Callback):
                 "the trainer a validation dataloader; skipping"
             )
             return None
-        epoch = trainer.current_epoch
+        # At fit end, the last epoch trained (``current_epoch`` is one past it by then).
+        epoch = finished_epoch(trainer) if self.when == "fit_end" else trainer.current_epoch
         if self.background and trainer.world_size == 1:
             # One process: the exemplar pass moves into the worker too, off the training path.
             assert self._executor is not None
@@ -429,7 +431,7 @@ class UnitInterpreter(Callback):
             self._adapters = adapters_for(trainer)
         step = trainer.global_step
         frame = reports_to_dataframe(self.reports).assign(epoch=epoch)
-        root = output_root(trainer, self.output_dir)
+        root = self._root if self._root is not None else output_root(trainer, self.output_dir)
         sections = [
             sections_from_toolbox(
                 run.report, run.toolbox, history=self.history.get(run.report.unit, [])
