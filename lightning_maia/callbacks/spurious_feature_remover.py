@@ -305,7 +305,8 @@ class SpuriousFeatureRemover(Callback):
         epoch = trainer.current_epoch if self.when == "epoch" else finished_epoch(trainer)
         self.history.append({**figures, "epoch": epoch})
         self._log(trainer, pl_module, figures, root, epoch)
-        if decision is not None and self.when == "fit_end":
+        if decision is not None:
+            # ModelCheckpoint saved this step's files before the head changed: save them again.
             refresh_checkpoints(trainer)
         return figures if trainer.is_global_zero else None
 
@@ -652,7 +653,8 @@ def refresh_checkpoints(trainer: pl.Trainer) -> list[str]:
         for callback in trainer.checkpoint_callbacks:
             if not isinstance(callback, ModelCheckpoint):
                 continue
-            for path in sorted({*callback.best_k_models, callback.last_model_path} - {""}):
+            saved = {*callback.best_k_models, callback.best_model_path, callback.last_model_path}
+            for path in sorted(saved - {""}):
                 if _saved_at_step(Path(path)) == trainer.global_step:
                     paths.append((str(path), callback.save_weights_only))
     paths = trainer.strategy.broadcast(paths, src=0)
