@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from lightning_maia.agents.records import UnitReport
-from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.analysis import risk
 from lightning_maia.analysis.class_bias import (
@@ -45,9 +44,12 @@ from lightning_maia.analysis.class_bias import (
 )
 from lightning_maia.callbacks._shared import (
     ON_ERROR,
+    OnError,
+    check_number,
     finished_epoch,
     log_figures,
     output_root,
+    resolve_agent,
     should_skip,
     validation_dataset,
 )
@@ -58,6 +60,7 @@ from lightning_maia.reporting.html_report import sections_from_toolbox, write_re
 from lightning_maia.subject import Subject
 from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
 from lightning_maia.tools.toolbox import Toolbox
+from lightning_maia.units import find_layer
 
 WHEN = ("validation", "fit_end", "manual")
 CONCEPTS = ("auto", "metadata", "describer", "none")
@@ -162,7 +165,7 @@ class MisclassificationFlagger(Callback):
         head: str | None = None,
         feature_layer: str | None = None,
         class_names: Sequence[str] | None = None,
-        when: str = "validation",
+        when: Literal["validation", "fit_end", "manual"] = "validation",
         every_n_epochs: int = 1,
         dataset: Dataset[Any] | None = None,
         calibration_data: Dataset[Any] | None = None,
@@ -173,12 +176,12 @@ class MisclassificationFlagger(Callback):
         audit_classes: Sequence[str] | None = None,
         images_per_value: int = 12,
         candidate_attributes: Sequence[str] = (),
-        concepts: str = "auto",
+        concepts: Literal["auto", "metadata", "describer", "none"] = "auto",
         flag_threshold: float = 0.5,
         top_n: int = 20,
         max_flagged_rate: float | None = None,
         max_subgroups: int | None = None,
-        agent: Agent | None = None,
+        agent: Agent | Literal["scientist"] | None = None,
         generator: ImageGenerator | None = None,
         editor: ImageEditor | None = None,
         describer: ImageDescriber | None = None,
@@ -186,7 +189,7 @@ class MisclassificationFlagger(Callback):
         batch_size: int = 256,
         folds: int = 2,
         output_dir: str | None = None,
-        on_error: str = "warn",
+        on_error: OnError = "warn",
         seed: int = 0,
     ) -> None:
         if when not in WHEN:
@@ -206,12 +209,20 @@ class MisclassificationFlagger(Callback):
                 raise bad_option(name, "a positive integer", value)
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
             raise bad_option("folds", "an integer of at least 2", folds)
-        if not 0.0 <= flag_threshold <= 1.0:
-            raise bad_option("flag_threshold", "a probability in [0, 1]", flag_threshold)
-        if max_flagged_rate is not None and not 0.0 <= max_flagged_rate <= 1.0:
-            raise bad_option("max_flagged_rate", "a rate in [0, 1] or None", max_flagged_rate)
-        if max_subgroups is not None and (isinstance(max_subgroups, bool) or max_subgroups < 0):
+        check_number("flag_threshold", flag_threshold, 0.0, 1.0, "a probability in [0, 1]")
+        if max_flagged_rate is not None:
+            check_number("max_flagged_rate", max_flagged_rate, 0.0, 1.0, "a rate in [0, 1] or None")
+        if max_subgroups is not None and (
+            isinstance(max_subgroups, bool)
+            or not isinstance(max_subgroups, int)
+            or max_subgroups < 0
+        ):
             raise bad_option("max_subgroups", "a non-negative integer or None", max_subgroups)
+        if spurious_units is not None and (
+            isinstance(spurious_units, (str, int))
+            or not all(isinstance(u, int) and not isinstance(u, bool) for u in spurious_units)
+        ):
+            raise bad_option("spurious_units", "a list of unit indices or None", spurious_units)
         if dataset is not None and calibration_data is dataset:
             raise bad_option("calibration_data", "held-out data, not the scored dataset", "dataset")
         self.head = head
@@ -228,7 +239,7 @@ class MisclassificationFlagger(Callback):
         self.concepts = concepts
         self.flag_threshold, self.top_n = flag_threshold, top_n
         self.max_flagged_rate, self.max_subgroups = max_flagged_rate, max_subgroups
-        self.agent: Agent = agent or ScientistAgent(seed=seed)
+        self.agent: Agent = resolve_agent(agent, seed)
         self.generator, self.editor, self.describer = generator, editor, describer
         self.preprocess = preprocess
         self.batch_size, self.folds = batch_size, folds
@@ -240,6 +251,8 @@ class MisclassificationFlagger(Callback):
         self._decision: dict[str, Any] | None = None
         self._sections: list[Any] = []
         self._root: Path | None = None
+        self._remover_attached = False
+        self._warned_no_units = False
 
     @property
     @override
@@ -253,6 +266,8 @@ class MisclassificationFlagger(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _find_head(pl_module, self.head)  # a bad head path fails here, never mid-training
+        if self.feature_layer is not None:
+            find_layer(pl_module, self.feature_layer)  # so does a bad feature layer
         # Every rank, here: under DDP the log folder is broadcast from rank zero.
         self._root = output_root(trainer, self.output_dir)
 
@@ -308,6 +323,10 @@ class MisclassificationFlagger(Callback):
         summary: dict[str, float] | None = None
         dataset = self.dataset if self.dataset is not None else validation_dataset(trainer)
         remover = remover_spurious_units(trainer.callbacks)  # type: ignore[attr-defined]
+        self._remover_attached = any(
+            type(c).__name__ == "SpuriousFeatureRemover"
+            for c in trainer.callbacks  # type: ignore[attr-defined]
+        )
         exemplars = None
         if dataset is not None and self._needs_own_check(remover):
             # Every rank joins the (sharded) exemplar pass; only rank zero runs the agent.
@@ -447,6 +466,16 @@ class MisclassificationFlagger(Callback):
         if not self.spurious_check:
             return {}
         if self.feature_layer is None:
+            if self._remover_attached:
+                # Not yet (it runs later, e.g. at fit end): say so once, not at every run.
+                if not self._warned_no_units:
+                    rank_zero_warn(
+                        "MisclassificationFlagger: the SpuriousFeatureRemover has not judged any "
+                        "unit yet, so spurious reliance is left out until it has (run the "
+                        "flagger with when='fit_end', or the remover with when='epoch')"
+                    )
+                    self._warned_no_units = True
+                return {}
             rank_zero_warn(
                 "MisclassificationFlagger: no SpuriousFeatureRemover, no `spurious_units` and no "
                 "`feature_layer` for its own spurious_check; spurious reliance is left out"

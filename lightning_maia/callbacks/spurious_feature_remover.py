@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -39,7 +39,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.masked_head import (
     MaskedHead,
@@ -64,9 +63,12 @@ from lightning_maia.analysis.spurious import (
 )
 from lightning_maia.callbacks._shared import (
     ON_ERROR,
+    OnError,
+    check_number,
     finished_epoch,
     log_figures,
     output_root,
+    resolve_agent,
     should_skip,
 )
 from lightning_maia.callbacks._shared import validation_dataset as _validation_dataset
@@ -127,14 +129,14 @@ class SpuriousFeatureRemover(Callback):
         head: str | None = None,
         feature_layer: str | None = None,
         k: int = 50,
-        remedy: str = "select",
-        keep: Sequence[str] = ("core",),
+        remedy: Literal["select", "erase"] = "select",
+        keep: Sequence[Literal["core", "unclear"]] = ("core",),
         class_names: Sequence[str] | None = None,
         candidate_attributes: Sequence[str] = ("background",),
-        agent: Agent | None = None,
+        agent: Agent | Literal["scientist"] | None = None,
         dataset: Dataset[Any] | None = None,
         val_dataset: Dataset[Any] | None = None,
-        when: str = "fit_end",
+        when: Literal["fit_end", "epoch"] = "fit_end",
         every_n_epochs: int = 1,
         finetune_epochs: int = 0,
         protocol: RefitProtocol = REFIT,
@@ -146,7 +148,7 @@ class SpuriousFeatureRemover(Callback):
         describer: ImageDescriber | None = None,
         batch_size: int = 256,
         output_dir: str | None = None,
-        on_error: str = "warn",
+        on_error: OnError = "warn",
         seed: int = 0,
         progress: bool = True,
     ) -> None:
@@ -172,13 +174,14 @@ class SpuriousFeatureRemover(Callback):
             raise bad_option("finetune_epochs", "a non-negative integer", finetune_epochs)
         if finetune_epochs < 0:
             raise bad_option("finetune_epochs", "a non-negative integer", finetune_epochs)
-        if not 0.0 < erase_energy <= 1.0:
+        check_number("erase_energy", erase_energy, 0.0, 1.0, "a share in (0, 1]")
+        if erase_energy == 0.0:
             raise bad_option("erase_energy", "a share in (0, 1]", erase_energy)
         self.head, self.feature_layer, self.k, self.remedy = head, feature_layer, k, remedy
         self.keep = tuple(keep)
         self.class_names = list(class_names) if class_names is not None else None
         self.candidate_attributes = tuple(candidate_attributes)
-        self.agent: Agent = agent or ScientistAgent(seed=seed)
+        self.agent: Agent = resolve_agent(agent, seed)
         self.dataset, self.val_dataset = dataset, val_dataset
         self.when, self.every_n_epochs, self.finetune_epochs = when, every_n_epochs, finetune_epochs
         self.protocol, self.erase_energy, self.exemplars_k = protocol, erase_energy, exemplars_k

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -30,11 +30,15 @@ from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks._shared import (
     ON_ERROR,
+    OnError,
+    check_unit_indices,
     finished_epoch,
     log_figures,
     output_root,
+    resolve_agent,
     should_skip,
     snapshot,
+    train_dataset,
     validation_dataset,
 )
 from lightning_maia.errors import MaiaError, bad_option
@@ -53,6 +57,8 @@ from lightning_maia.units import Unit, UnitSelection, resolve_units
 log = logging.getLogger("lightning_maia")
 
 STRATEGIES = ("top_active", "most_changed", "random")
+#: How ``strategy=`` picks units (a ``Literal``, so LightningCLI lists the choices).
+Strategy = Literal["top_active", "most_changed", "random"]
 WHEN = ("validation", "fit_end")
 DESCRIBE_HINT = (
     "UnitInterpreter: the configured describer cannot describe these images, so only exemplars "
@@ -96,11 +102,11 @@ class UnitInterpreter(Callback):
         self,
         units: list[str],
         *,
-        strategy: str | None = None,
+        strategy: Strategy | None = None,
         max_units: int = 8,
-        when: str = "validation",
+        when: Literal["validation", "fit_end"] = "validation",
         every_n_epochs: int = 1,
-        agent: ScientistAgent | VLMAgent | None = None,
+        agent: ScientistAgent | VLMAgent | Literal["scientist"] | None = None,
         task: str = "describe_unit",
         dataset: Dataset[Any] | None = None,
         k: int = 15,
@@ -111,14 +117,18 @@ class UnitInterpreter(Callback):
         describer: ImageDescriber | None = None,
         background: bool = False,
         output_dir: str | None = None,
-        on_error: str = "warn",
+        on_error: OnError = "warn",
         seed: int = 0,
         progress: bool = True,
         concurrency: int = 4,
     ) -> None:
         if isinstance(units, str):
             units = [units]
-        if not units:
+        if (
+            not isinstance(units, (list, tuple))
+            or not units
+            or not all(isinstance(spec, str) for spec in units)
+        ):
             raise bad_option("units", "a list of unit specs such as ['layer4:0-9']", units)
         if strategy is not None and strategy not in STRATEGIES:
             raise bad_option("strategy", ", ".join(STRATEGIES) + " or None", strategy)
@@ -139,7 +149,7 @@ class UnitInterpreter(Callback):
         self.max_units = max_units
         self.when = when
         self.every_n_epochs = every_n_epochs
-        self.agent: Agent = agent or ScientistAgent(seed=seed)
+        self.agent: Agent = resolve_agent(agent, seed)
         self.task = TaskSpec(task, class_names=tuple(class_names or ()))
         self.dataset = dataset
         self.k = k
@@ -165,6 +175,7 @@ class UnitInterpreter(Callback):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[concurrent.futures.Future[tuple[int, list[_UnitRun]]]] = []
         self._root: Path | None = None
+        self._unchecked: list[UnitSelection] = []
 
     @property
     @override
@@ -179,12 +190,30 @@ class UnitInterpreter(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Bad specs fail here, at setup, never mid-training.
         self._selections = resolve_units(pl_module, self.units, self.class_names)
+        # Channels a layer lacks fail here too, where its width is known (or `dataset` tells).
+        self._unchecked = check_unit_indices(pl_module, self._selections, self.dataset)
         # Every rank, here: under DDP the log folder is broadcast from rank zero.
         self._root = output_root(trainer, self.output_dir)
         if self.background and self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="maia-unit-interpreter"
             )
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_units(trainer, pl_module)
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_units(trainer, pl_module)
+
+    def _check_units(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Widths only a forward pass tells: checked on one item once the data is there,
+        before the first training batch (or validation)."""
+        if self._unchecked:
+            data = validation_dataset(trainer)
+            data = data if data is not None else train_dataset(trainer)
+            self._unchecked = check_unit_indices(pl_module, self._unchecked, data)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

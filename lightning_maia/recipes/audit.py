@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.analysis.gates import evaluate_gates, parse_gate
-from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.callbacks.unit_interpreter import Strategy, UnitInterpreter
 from lightning_maia.errors import ConfigurationError, bad_option
 from lightning_maia.recipes.audit_tasks import flagging_task, spurious_task
 from lightning_maia.recipes.loading import import_class, load_model, validation_loader
@@ -56,7 +56,7 @@ class AuditOptions:
     generator_pipeline: str | None = None
     editor_pipeline: str | None = None
     class_names: list[str] | None = None
-    strategy: str | None = None
+    strategy: Strategy | None = None
     max_units: int = 8
     k: int = 15
     seed: int = 0

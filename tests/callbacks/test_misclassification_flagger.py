@@ -276,6 +276,20 @@ def test_a_bad_head_fails_at_setup(tmp_path: Path) -> None:
         fit(tmp_path, MisclassificationFlagger(head="classifier"))
 
 
+def test_a_bad_feature_layer_fails_at_setup_before_training(tmp_path: Path) -> None:
+    steps: list[int] = []
+    watch = pl.callbacks.LambdaCallback(on_train_batch_start=lambda *_: steps.append(1))
+    with pytest.raises(ConfigurationError, match=r"no layer 'nope' in BackgroundReader"):
+        fit(tmp_path, [MisclassificationFlagger(feature_layer="nope"), watch])
+    assert steps == []
+
+
+def test_the_offline_scientist_by_name() -> None:
+    from lightning_maia.agents.scientist import ScientistAgent
+
+    assert isinstance(MisclassificationFlagger(agent="scientist").agent, ScientistAgent)
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
@@ -288,6 +302,17 @@ def test_a_bad_head_fails_at_setup(tmp_path: Path) -> None:
         ({"flag_threshold": 1.5}, "`flag_threshold` can be a probability in"),
         ({"max_flagged_rate": 2.0}, "`max_flagged_rate` can be a rate in"),
         ({"max_subgroups": -1}, "`max_subgroups` can be a non-negative integer or None"),
+        (
+            {"max_flagged_rate": "x"},
+            r"`max_flagged_rate` can be a rate in \[0, 1\] or None, got 'x'",
+        ),
+        ({"flag_threshold": "high"}, r"`flag_threshold` can be a probability in \[0, 1\], got"),
+        ({"max_subgroups": 1.5}, "`max_subgroups` can be a non-negative integer or None, got 1.5"),
+        ({"spurious_units": 3}, "`spurious_units` can be a list of unit indices or None, got 3"),
+        (
+            {"agent": "gpt-4o"},
+            r"`agent` can be an agent object .*'scientist' or None, got 'gpt-4o'",
+        ),
     ],
 )
 def test_bad_options_are_named(options: dict[str, Any], match: str) -> None:
@@ -309,3 +334,16 @@ def test_with_the_real_remover_the_flagger_reads_its_verdicts_and_its_masked_hea
     assert isinstance(model.head, MaskedHead) and model.head.kept_units == [0, 1]
     assert result.table["reliance"].max() == 0.0
     assert result.table["correct"].mean() > 0.9
+
+
+def test_a_remover_that_has_not_judged_yet_is_named_not_missing(tmp_path: Path) -> None:
+    remover = SpuriousFeatureRemover(k=4, class_names=list(CLASSES), progress=False)
+    flagger = MisclassificationFlagger(class_bias=False)  # every validation; remover at fit end
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [remover, flagger], epochs=2, train=data("train", 64))
+    messages = [str(w.message) for w in caught if "MisclassificationFlagger" in str(w.message)]
+    assert not any("no SpuriousFeatureRemover" in m for m in messages)
+    # Said once (sanity check and two validations ran), naming what to change.
+    assert sum("has not judged any unit yet" in m for m in messages) == 1
+    assert len(flagger.history) == 2 and flagger.history[-1]["spurious_units"] == 0.0

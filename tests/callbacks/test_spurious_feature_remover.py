@@ -220,6 +220,12 @@ def test_on_error_raise_is_strict(tmp_path: Path) -> None:
         ({"finetune_epochs": -1}, "`finetune_epochs`"),
         ({"erase_energy": 1.5}, "`erase_energy`"),
         ({"candidate_attributes": "background"}, "`candidate_attributes`"),
+        ({"erase_energy": "most"}, r"`erase_energy` can be a share in \(0, 1\], got 'most'"),
+        (
+            {"agent": "gpt-4o"},
+            r"`agent` can be an agent object .*'scientist' or None, got 'gpt-4o'",
+        ),
+        ({"agent": 3}, "`agent` can be an agent object"),
     ],
 )
 def test_bad_options_are_named(kwargs: dict, match: str) -> None:
