@@ -187,6 +187,14 @@ def detached_from_trainer(module: pl.LightningModule) -> Iterator[None]:
         module._trainer = trainer
 
 
+@contextmanager
+def with_autograd() -> Iterator[None]:
+    """Autograd back on inside a hook: ``trainer.validate`` runs hooks under inference mode, and
+    the analyses fit small models (risk combiners, heads) by gradient descent."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
 def snapshot(module: pl.LightningModule) -> pl.LightningModule:
     """A copy of the module's current weights that training cannot change under a worker."""
     with detached_from_trainer(module):

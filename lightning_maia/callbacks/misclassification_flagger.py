@@ -52,6 +52,7 @@ from lightning_maia.callbacks._shared import (
     resolve_agent,
     should_skip,
     validation_dataset,
+    with_autograd,
 )
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
@@ -318,6 +319,12 @@ class MisclassificationFlagger(Callback):
     # -- one run ----------------------------------------------------------------------------
 
     def _run_in_trainer(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, float]:
+        with with_autograd():
+            return self._run_with_autograd(trainer, pl_module)
+
+    def _run_with_autograd(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> dict[str, float]:
         summary: dict[str, float] | None = None
