@@ -57,7 +57,11 @@ from lightning_maia.callbacks._shared import (
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
 from lightning_maia.reporting.adapters import adapters_for
-from lightning_maia.reporting.html_report import sections_from_toolbox, write_report
+from lightning_maia.reporting.html_report import (
+    FlaggedInput,
+    sections_from_toolbox,
+    write_report,
+)
 from lightning_maia.subject import Subject
 from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
 from lightning_maia.tools.toolbox import Toolbox
@@ -252,6 +256,8 @@ class MisclassificationFlagger(Callback):
         self._decision: dict[str, Any] | None = None
         self._sections: list[Any] = []
         self._root: Path | None = None
+        #: The HTML report of the latest run (flagged inputs with their reasons, the evidence).
+        self.report_path: Path | None = None
         self._remover_attached = False
         self._warned_no_units = False
 
@@ -596,6 +602,7 @@ class MisclassificationFlagger(Callback):
         path = write_report(
             root / "flagger" / f"epoch-{epoch:03d}" / "report.html",
             self._sections,
+            flagged=_flagged_inputs(top, images),
             title=f"MisclassificationFlagger — epoch {epoch}",
             meta={
                 "flagged rate": f"{result.flagged_rate:.3f}",
@@ -603,6 +610,7 @@ class MisclassificationFlagger(Callback):
                 **{f"AUROC {k}": f"{v:.3f}" for k, v in result.metrics["auroc"].items()},
             },
         )
+        self.report_path = path
         for adapter in adapters_for(trainer):
             adapter.log_table("flagged", top, step)
             adapter.log_table("risk_scores", result.table, step)
@@ -735,6 +743,22 @@ def _find_head(model: nn.Module, name: str | None) -> tuple[str, nn.Linear]:
     from lightning_maia.analysis.masked_head import find_head
 
     return find_head(model, name)
+
+
+def _flagged_inputs(top: pd.DataFrame, images: Sequence[Tensor]) -> list[FlaggedInput]:
+    """The report's rows: each flagged input with its classes, risk, reason and thumbnail."""
+    rows = top.to_dict("records")
+    return [
+        FlaggedInput(
+            index=int(row["index"]),
+            label=str(row["label"]),
+            prediction=str(row["prediction"]),
+            risk=float(row["maia"]),
+            reason=str(row["reason"]),
+            image=image,
+        )
+        for row, image in zip(rows, images, strict=True)
+    ]
 
 
 def _description(units: dict[int, str], unit: int | None) -> str:

@@ -198,6 +198,8 @@ class SpuriousFeatureRemover(Callback):
         self._adapters: list[LoggerAdapter] | None = None
         self._kept: set[int] = set()
         self._root: Path | None = None
+        #: The HTML report of the latest run (``<output>/spurious/report.html``).
+        self.report_path: Path | None = None
 
     @property
     @override
@@ -493,6 +495,7 @@ class SpuriousFeatureRemover(Callback):
         }
         title = f"SpuriousFeatureRemover — {self.remedy}"
         latest = write_report(root / "report.html", sections, title=title, meta=meta)
+        self.report_path = latest
         if epoch is None:
             return latest
         return write_report(root / f"epoch-{epoch:03d}" / "report.html", sections, title, meta)

@@ -175,6 +175,8 @@ class UnitInterpreter(Callback):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[concurrent.futures.Future[tuple[int, list[_UnitRun]]]] = []
         self._root: Path | None = None
+        #: The HTML report of the latest run (``<output>/report.html``).
+        self.report_path: Path | None = None
         self._unchecked: list[UnitSelection] = []
 
     @property
@@ -474,7 +476,7 @@ class UnitInterpreter(Callback):
             title=f"UnitInterpreter — epoch {epoch}",
             meta={"agent": self.agent.name, "task": self.task.name, "epoch": str(epoch)},
         )
-        write_report(
+        self.report_path = write_report(
             root / "report.html",
             sections,
             title="UnitInterpreter — latest run",

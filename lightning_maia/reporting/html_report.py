@@ -67,6 +67,22 @@ class ReportImage:
 
 
 @dataclass
+class FlaggedInput:
+    """One input the MisclassificationFlagger flagged, as its report lists it."""
+
+    #: The input's position in the scored dataset.
+    index: int
+    label: str
+    prediction: str
+    #: The MAIA risk: the estimated probability that the prediction is wrong.
+    risk: float
+    #: Why it was flagged, in words.
+    reason: str
+    #: Float (3, H, W) in [0, 1], or None to list the input without a thumbnail.
+    image: Tensor | np.ndarray | bytes | None = None
+
+
+@dataclass
 class UnitSection:
     """Everything the report shows for one unit and task."""
 
@@ -138,6 +154,7 @@ def render_report(
     meta: Mapping[str, str] | None = None,
     *,
     max_images_per_experiment: int = 48,
+    flagged: Sequence[FlaggedInput] | None = None,
 ) -> str:
     """The report as one HTML document (see the module docstring).
 
@@ -146,6 +163,8 @@ def render_report(
         title: the page title, e.g. "UnitInterpreter — epoch 3".
         meta: facts shown under the title (epoch, model, agent, ...).
         max_images_per_experiment: thumbnails per experiment; the rest are listed as text.
+        flagged: inputs flagged as likely misclassified, listed with their reasons before the
+            units (None: no such section).
     """
     if max_images_per_experiment < 0:
         raise bad_option(
@@ -154,6 +173,8 @@ def render_report(
     anchors = _unique_anchors([section.report.unit for section in units])
     encoder = _Encoder()
     parts = [_page_head(units, anchors, title, meta or {})]
+    if flagged is not None:
+        parts.append(_flagged_section(flagged, encoder))
     for section, anchor in zip(units, anchors, strict=True):
         parts.append(_unit_section(section, anchor, encoder, max_images_per_experiment))
     parts.append("<footer>lightning-maia report</footer>")
@@ -174,12 +195,15 @@ def write_report(
     meta: Mapping[str, str] | None = None,
     *,
     max_images_per_experiment: int = 48,
+    flagged: Sequence[FlaggedInput] | None = None,
 ) -> Path:
     """Render the report (see :func:`render_report`) and write it to ``path`` atomically:
     a temporary file beside it, then a rename, so a reader never sees half a report."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(units, title, meta, max_images_per_experiment=max_images_per_experiment)
+    text = render_report(
+        units, title, meta, max_images_per_experiment=max_images_per_experiment, flagged=flagged
+    )
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -309,6 +333,37 @@ def _summary_table(units: Sequence[UnitSection], anchors: Sequence[str]) -> str:
         )
         rows.append(("<tr>" if report.ok else '<tr class="failed">') + f"{''.join(cells)}</tr>")
     return _table([*_SUMMARY, "seconds", "cost (USD)"], rows, _NUMERIC)
+
+
+# -- flagged inputs (MisclassificationFlagger) ----------------------------------------------
+
+_FLAGGED = ("image", "input", "label", "prediction", "risk", "reason")
+
+
+def _flagged_section(flagged: Sequence[FlaggedInput], encoder: _Encoder) -> str:
+    head = f'<section class="flagged" id="flagged-inputs"><h2>Flagged inputs ({len(flagged)})</h2>'
+    if not flagged:
+        return head + '<p class="empty">No input was flagged.</p></section>'
+    rows = []
+    for item in flagged:
+        picture = "—"
+        if item.image is not None:
+            uri, width, height = encoder.encode(ReportImage(item.image))
+            pixelated = ' class="pixelated"' if max(width, height) < PIXELATED_BELOW else ""
+            picture = (
+                f'<img src="{uri}" width="{width}" height="{height}"{pixelated} '
+                f'alt="{_e(f"input {item.index}")}">'
+            )
+        cells = [
+            f"<td>{picture}</td>",
+            f'<td class="num">#{_e(item.index)}</td>',
+            f"<td>{_e(item.label)}</td>",
+            f"<td>{_e(item.prediction)}</td>",
+            f'<td class="num">{_number(item.risk, 2)}</td>',
+            f'<td class="reason">{_e(item.reason)}</td>',
+        ]
+        rows.append(f'<tr class="flagged-input">{"".join(cells)}</tr>')
+    return head + _table(_FLAGGED, rows, ("input", "risk")) + "</section>"
 
 
 # -- one unit --------------------------------------------------------------------------------

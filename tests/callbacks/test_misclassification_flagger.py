@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ import lightning.pytorch as pl
 import pandas as pd
 import pytest
 import torch
+from helpers.chromium import load_page, requires_chromium
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -347,3 +349,56 @@ def test_a_remover_that_has_not_judged_yet_is_named_not_missing(tmp_path: Path) 
     # Said once (sanity check and two validations ran), naming what to change.
     assert sum("has not judged any unit yet" in m for m in messages) == 1
     assert len(flagger.history) == 2 and flagger.history[-1]["spurious_units"] == 0.0
+
+
+class _FlaggedRows(HTMLParser):
+    """The cells' text of every ``tr.flagged-input`` of a page, and its ``<img>`` count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.images = 0
+        self._row: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr" and ("class", "flagged-input") in attrs:
+            self._row = []
+        elif self._row is not None and tag == "td":
+            self._row.append("")
+        elif self._row is not None and tag == "img":
+            self.images += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._row:
+            self._row[-1] += data
+
+
+@requires_chromium
+def test_the_report_lists_the_flagged_inputs_with_their_reasons(tmp_path: Path) -> None:
+    names = ["<i>circle</i>", "square"]  # user text: escaped, never markup
+    flagger = MisclassificationFlagger(
+        class_names=names, spurious_units=[2, 3], class_bias=False, top_n=4
+    )
+    trainer = fit(tmp_path, flagger)
+    result = flagger.result
+    assert result is not None
+    top = result.top(4)
+    assert len(top) == 4
+    path = flagger.report_path
+    assert path == Path(trainer.logger.log_dir) / "maia" / "flagger" / "epoch-000" / "report.html"
+    page = load_page(path)
+    assert page.console == [], page.console
+    parsed = _FlaggedRows()
+    parsed.feed(page.stdout)
+    # One row per flagged input, riskiest first: index, classes, risk and the reason in words.
+    assert [row[1:] for row in parsed.rows] == [
+        [f"#{r.index}", r.label, r.prediction, f"{r.maia:.2f}", r.reason] for r in top.itertuples()
+    ]
+    assert all(reason.startswith("prediction rests on unit ") for reason in top["reason"])
+    assert parsed.images == 4  # a thumbnail each
+    assert "<i>circle</i>" not in page.stdout and "&lt;i&gt;circle&lt;/i&gt;" in page.stdout

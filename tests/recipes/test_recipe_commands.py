@@ -18,7 +18,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
@@ -126,10 +125,7 @@ def test_the_demo_config_trains_with_all_three_callbacks(tmp_path: Path) -> None
     (log_dir,) = (tmp_path / "maia_demo" / "lightning_logs").glob("version_*")
     for report in ("report.html", "spurious/report.html", "flagger/epoch-000/report.html"):
         assert (log_dir / "maia" / report).is_file(), report
-    metrics = pd.read_csv(log_dir / "metrics.csv")
-    assert {"maia/units_described", "maia/spurious/units_judged", "maia/flagged_rate"} <= set(
-        metrics.columns
-    )
+    assert list((log_dir / "checkpoints").glob("*.ckpt"))
 
 
 def ci_config(tmp_path: Path) -> None:
