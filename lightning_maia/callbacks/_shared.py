@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import numbers
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,7 +43,9 @@ def resolve_agent(agent: Any, seed: int) -> Any:
 
 def check_number(name: str, value: Any, low: float, high: float, what: str) -> None:
     """A real number in ``[low, high]`` (``what`` says so in the error), never a bool or text."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise bad_option(name, what, value)
+    if not low <= float(value) <= high:
         raise bad_option(name, what, value)
 
 

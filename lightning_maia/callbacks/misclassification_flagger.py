@@ -18,6 +18,7 @@ influential units; subgroups come from the class-bias audit of the class logits.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,7 +226,9 @@ class MisclassificationFlagger(Callback):
             raise bad_option("max_subgroups", "a non-negative integer or None", max_subgroups)
         if spurious_units is not None and (
             isinstance(spurious_units, (str, int))
-            or not all(isinstance(u, int) and not isinstance(u, bool) for u in spurious_units)
+            or not all(
+                isinstance(u, numbers.Integral) and not isinstance(u, bool) for u in spurious_units
+            )
         ):
             raise bad_option("spurious_units", "a list of unit indices or None", spurious_units)
         if dataset is not None and calibration_data is dataset:
@@ -235,7 +238,9 @@ class MisclassificationFlagger(Callback):
         self.class_names = list(class_names) if class_names is not None else None
         self.when, self.every_n_epochs = when, every_n_epochs
         self.dataset, self.calibration_data = dataset, calibration_data
-        self.spurious_units = None if spurious_units is None else sorted(set(spurious_units))
+        self.spurious_units = (
+            None if spurious_units is None else sorted({int(u) for u in spurious_units})
+        )
         self.spurious_check, self.max_checked_units = spurious_check, max_checked_units
         self.class_bias = class_bias
         self.audit_classes = list(audit_classes) if audit_classes is not None else None

@@ -402,3 +402,12 @@ def test_the_report_lists_the_flagged_inputs_with_their_reasons(tmp_path: Path) 
     assert all(reason.startswith("prediction rests on unit ") for reason in top["reason"])
     assert parsed.images == 4  # a thumbnail each
     assert "<i>circle</i>" not in page.stdout and "&lt;i&gt;circle&lt;/i&gt;" in page.stdout
+
+
+def test_numpy_numbers_are_numbers() -> None:
+    import numpy as np
+
+    flagger = MisclassificationFlagger(
+        spurious_units=np.array([3, 1]), max_flagged_rate=np.float32(0.25)
+    )
+    assert flagger.spurious_units == [1, 3] and flagger.max_flagged_rate == 0.25
