@@ -31,5 +31,17 @@ def test_quick_demo_runs_end_to_end(
     printed = capsys.readouterr().out
     assert "lightning-maia demo" in printed and "units described:" in printed
     assert (out / "interpret" / "report.html").exists()
+    # It prints the report.html files themselves; the flagger's is named by the last epoch (3).
+    printed_reports = {
+        line.split(" report: ")[0].strip(): Path(line.split(" report: ")[1])
+        for line in printed.splitlines()
+        if " report: " in line
+    }
+    assert printed_reports == {
+        "interpret": out / "interpret" / "report.html",
+        "spurious": out / "spurious" / "spurious" / "report.html",
+        "flagging": out / "flagging" / "flagger" / "epoch-003" / "report.html",
+    }
+    assert all(path.is_file() for path in printed_reports.values())
     assert list(out.glob("logs/version_*/metrics.csv"))
     assert list((tmp_path / "cache").iterdir()), "the backbone was cached for the next run"

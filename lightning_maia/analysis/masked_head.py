@@ -3,9 +3,18 @@
 ``MaskedHead(x) = weight @ (projection @ (mask * x)) + bias``. The mask (1 keeps a unit, 0
 drops it) and the projection (identity, or ``I - U U^T`` to erase a subspace) are registered
 buffers, and the head the model had before is kept beside them (``original_weight``,
-``original_bias``) for comparison, so ``trainer.save_checkpoint`` stores all of it. A model
-whose ``on_load_checkpoint`` calls :func:`restore_masked_heads` gets it back from
-``load_from_checkpoint``.
+``original_bias``) for comparison.
+
+Checkpoints load into the user's own class, with no code of theirs: the
+:class:`~lightning_maia.callbacks.spurious_feature_remover.SpuriousFeatureRemover` saves a
+checkpoint's ``state_dict`` with every masked head *folded* (:func:`fold_masked_heads`) into the
+plain ``nn.Linear`` it replaced: ``weight`` becomes ``(weight @ projection) * mask``, which gives
+exactly the masked head's logits, and there are no extra keys, so ``Model.load_from_checkpoint``
+(strict) and ``trainer.validate(ckpt_path=...)`` work on a fresh model as on any checkpoint. The
+mask, projection and original head travel beside it, under ``checkpoint["maia_masked_heads"]``:
+``fit(ckpt_path=...)`` with the remover attached turns the head back into a :class:`MaskedHead`
+(training goes on under the mask), and a model whose ``on_load_checkpoint`` calls
+:func:`restore_masked_heads` gets the :class:`MaskedHead` itself from ``load_from_checkpoint``.
 
 It subclasses ``nn.Linear``: code that finds "the last ``nn.Linear``" still finds it, and
 :func:`install_masked_head` turns a model's ``nn.Linear`` into one *in place*, keeping its
@@ -33,6 +42,8 @@ from lightning_maia.errors import bad_option
 BUFFERS: tuple[str, ...] = ("mask", "projection", "original_weight", "original_bias")
 #: How a masked head was made.
 REMEDIES: tuple[str, ...] = ("select", "erase", "none")
+#: The checkpoint key under which folded masked heads keep mask, projection and original head.
+CHECKPOINT_KEY = "maia_masked_heads"
 
 
 class MaskedHead(nn.Linear):
@@ -156,13 +167,64 @@ def install_masked_head(
     return masked
 
 
+def fold_masked_heads(model: nn.Module, checkpoint: dict[str, Any]) -> list[str]:
+    """Save every :class:`MaskedHead` of ``model`` in ``checkpoint`` as the plain ``nn.Linear``
+    that computes the same logits; keep its mask, projection and original head under
+    :data:`CHECKPOINT_KEY`. Returns the paths folded."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        return []
+    folded: dict[str, dict[str, Any]] = {}
+    for path, module in model.named_modules():
+        if not isinstance(module, MaskedHead) or f"{path}.mask" not in state:
+            continue
+        weight, bias = effective_linear(module)
+        state[f"{path}.weight"], state[f"{path}.bias"] = weight, bias
+        record: dict[str, Any] = {"remedy": module.remedy}
+        for name in BUFFERS:
+            record[name] = state.pop(f"{path}.{name}")
+        state.pop(f"{path}._extra_state", None)
+        folded[path] = record
+    if folded:
+        checkpoint[CHECKPOINT_KEY] = folded
+    return list(folded)
+
+
+def reinstall_masked_heads(model: nn.Module, checkpoint: Mapping[str, Any]) -> list[str]:
+    """After a folded checkpoint was loaded: make each folded (now plain) head a
+    :class:`MaskedHead` again, with its loaded weights, mask, projection and original head.
+    Returns the paths."""
+    restored = []
+    for path, record in dict(checkpoint.get(CHECKPOINT_KEY) or {}).items():
+        try:
+            module = _module_at(model, path)
+        except AttributeError:
+            continue
+        if not isinstance(module, nn.Linear) or isinstance(module, MaskedHead):
+            continue
+        masked = install_masked_head(
+            model, path, module.weight.detach(), _bias(module), mask=record["mask"],
+            projection=record["projection"], remedy=str(record.get("remedy", "none")),
+        )  # fmt: skip
+        with torch.no_grad():
+            masked.original_weight.copy_(record["original_weight"])
+            masked.original_bias.copy_(record["original_bias"])
+        restored.append(path)
+    return restored
+
+
 def restore_masked_heads(model: nn.Module, state_dict: Mapping[str, Any]) -> list[str]:
-    """Before ``load_state_dict``: turn every ``nn.Linear`` that ``state_dict`` saved as a
+    """Before ``load_state_dict``: turn every ``nn.Linear`` that was saved as a
     :class:`MaskedHead` into one, so the load keeps masks and projections. Returns the paths.
 
-    Call it from ``LightningModule.on_load_checkpoint(checkpoint)`` with
-    ``checkpoint["state_dict"]``.
+    Call it from ``LightningModule.on_load_checkpoint(checkpoint)`` with the ``checkpoint``
+    (folded heads, as the remover saves them, come back from it) or, for checkpoints saved
+    without the remover attached, with ``checkpoint["state_dict"]``.
     """
+    if isinstance(state_dict.get("state_dict"), dict):  # a whole checkpoint
+        if CHECKPOINT_KEY in state_dict:
+            return _unfold(model, state_dict)  # type: ignore[arg-type]
+        state_dict = state_dict["state_dict"]
     restored = []
     for key in state_dict:
         if not key.endswith(".mask"):
@@ -177,6 +239,27 @@ def restore_masked_heads(model: nn.Module, state_dict: Mapping[str, Any]) -> lis
         if isinstance(module, nn.Linear) and not isinstance(module, MaskedHead):
             install_masked_head(model, path, module.weight.detach(), _bias(module), remedy="none")
             restored.append(path)
+    return restored
+
+
+def _unfold(model: nn.Module, checkpoint: dict[str, Any]) -> list[str]:
+    """Put the folded buffers back into the checkpoint's state dict and make the heads
+    :class:`MaskedHead` modules, so that a strict ``load_state_dict`` then fills them."""
+    state = checkpoint["state_dict"]
+    restored = []
+    for path, record in dict(checkpoint[CHECKPOINT_KEY]).items():
+        try:
+            module = _module_at(model, path)
+        except AttributeError:
+            continue
+        if not isinstance(module, nn.Linear):
+            continue
+        if not isinstance(module, MaskedHead):
+            install_masked_head(model, path, module.weight.detach(), _bias(module), remedy="none")
+        for name in BUFFERS:
+            state[f"{path}.{name}"] = record[name]
+        state[f"{path}._extra_state"] = {"remedy": str(record.get("remedy", "none"))}
+        restored.append(path)
     return restored
 
 

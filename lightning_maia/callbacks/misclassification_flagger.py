@@ -18,9 +18,11 @@ influential units; subgroups come from the class-bias audit of the class logits.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -32,7 +34,6 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from lightning_maia.agents.records import UnitReport
-from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.scientist_design import ExperimentDesigner
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.analysis import risk
@@ -48,14 +49,30 @@ from lightning_maia.callbacks._experiment_setup import (
     resolve_experiments,
     train_dataset_at_setup,
 )
-from lightning_maia.callbacks._shared import ON_ERROR, output_root, should_skip, validation_dataset
+from lightning_maia.callbacks._shared import (
+    ON_ERROR,
+    OnError,
+    check_number,
+    finished_epoch,
+    log_figures,
+    output_root,
+    resolve_agent,
+    should_skip,
+    validation_dataset,
+    with_autograd,
+)
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars, preprocess_for
 from lightning_maia.reporting.adapters import adapters_for
-from lightning_maia.reporting.html_report import sections_from_toolbox, write_report
+from lightning_maia.reporting.html_report import (
+    FlaggedInput,
+    sections_from_toolbox,
+    write_report,
+)
 from lightning_maia.subject import Subject
 from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
 from lightning_maia.tools.toolbox import Toolbox
+from lightning_maia.units import find_layer
 
 WHEN = ("validation", "fit_end", "manual")
 CONCEPTS = ("auto", "metadata", "describer", "none")
@@ -163,7 +180,7 @@ class MisclassificationFlagger(Callback):
         head: str | None = None,
         feature_layer: str | None = None,
         class_names: Sequence[str] | None = None,
-        when: str = "validation",
+        when: Literal["validation", "fit_end", "manual"] = "validation",
         every_n_epochs: int = 1,
         dataset: Dataset[Any] | None = None,
         calibration_data: Dataset[Any] | None = None,
@@ -174,12 +191,12 @@ class MisclassificationFlagger(Callback):
         audit_classes: Sequence[str] | None = None,
         images_per_value: int = 12,
         candidate_attributes: Sequence[str] = (),
-        concepts: str = "auto",
+        concepts: Literal["auto", "metadata", "describer", "none"] = "auto",
         flag_threshold: float = 0.5,
         top_n: int = 20,
         max_flagged_rate: float | None = None,
         max_subgroups: int | None = None,
-        agent: Agent | None = None,
+        agent: Agent | Literal["scientist"] | None = None,
         generator: ImageGenerator | None = None,
         editor: ImageEditor | None = None,
         describer: ImageDescriber | None = None,
@@ -188,7 +205,7 @@ class MisclassificationFlagger(Callback):
         batch_size: int = 256,
         folds: int = 2,
         output_dir: str | None = None,
-        on_error: str = "warn",
+        on_error: OnError = "warn",
         seed: int = 0,
     ) -> None:
         if when not in WHEN:
@@ -208,12 +225,22 @@ class MisclassificationFlagger(Callback):
                 raise bad_option(name, "a positive integer", value)
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
             raise bad_option("folds", "an integer of at least 2", folds)
-        if not 0.0 <= flag_threshold <= 1.0:
-            raise bad_option("flag_threshold", "a probability in [0, 1]", flag_threshold)
-        if max_flagged_rate is not None and not 0.0 <= max_flagged_rate <= 1.0:
-            raise bad_option("max_flagged_rate", "a rate in [0, 1] or None", max_flagged_rate)
-        if max_subgroups is not None and (isinstance(max_subgroups, bool) or max_subgroups < 0):
+        check_number("flag_threshold", flag_threshold, 0.0, 1.0, "a probability in [0, 1]")
+        if max_flagged_rate is not None:
+            check_number("max_flagged_rate", max_flagged_rate, 0.0, 1.0, "a rate in [0, 1] or None")
+        if max_subgroups is not None and (
+            isinstance(max_subgroups, bool)
+            or not isinstance(max_subgroups, int)
+            or max_subgroups < 0
+        ):
             raise bad_option("max_subgroups", "a non-negative integer or None", max_subgroups)
+        if spurious_units is not None and (
+            isinstance(spurious_units, (str, int))
+            or not all(
+                isinstance(u, numbers.Integral) and not isinstance(u, bool) for u in spurious_units
+            )
+        ):
+            raise bad_option("spurious_units", "a list of unit indices or None", spurious_units)
         if dataset is not None and calibration_data is dataset:
             raise bad_option("calibration_data", "held-out data, not the scored dataset", "dataset")
         self.head = head
@@ -221,7 +248,9 @@ class MisclassificationFlagger(Callback):
         self.class_names = list(class_names) if class_names is not None else None
         self.when, self.every_n_epochs = when, every_n_epochs
         self.dataset, self.calibration_data = dataset, calibration_data
-        self.spurious_units = None if spurious_units is None else sorted(set(spurious_units))
+        self.spurious_units = (
+            None if spurious_units is None else sorted({int(u) for u in spurious_units})
+        )
         self.spurious_check, self.max_checked_units = spurious_check, max_checked_units
         self.class_bias = class_bias
         self.audit_classes = list(audit_classes) if audit_classes is not None else None
@@ -230,8 +259,12 @@ class MisclassificationFlagger(Callback):
         self.concepts = concepts
         self.flag_threshold, self.top_n = flag_threshold, top_n
         self.max_flagged_rate, self.max_subgroups = max_flagged_rate, max_subgroups
-        self.agent: Agent = agent or ScientistAgent(seed=seed)
-        self.designer, self._given_agent = designer, agent
+        self.agent: Agent = resolve_agent(agent, seed)
+        # The agent the user gave (None for the default scientist), so a designer can equip it.
+        self._given_agent: Agent | None = (
+            None if agent is None or isinstance(agent, str) else self.agent
+        )
+        self.designer = designer
         self._experiments: ResolvedExperiments | None = None
         self.generator, self.editor, self.describer = generator, editor, describer
         self.preprocess = preprocess
@@ -243,6 +276,11 @@ class MisclassificationFlagger(Callback):
         self.result: FlaggingResult | None = None
         self._decision: dict[str, Any] | None = None
         self._sections: list[Any] = []
+        self._root: Path | None = None
+        #: The HTML report of the latest run (flagged inputs with their reasons, the evidence).
+        self.report_path: Path | None = None
+        self._remover_attached = False
+        self._warned_no_units = False
 
     @property
     @override
@@ -256,9 +294,13 @@ class MisclassificationFlagger(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _find_head(pl_module, self.head)  # a bad head path fails here, never mid-training
+        if self.feature_layer is not None:
+            find_layer(pl_module, self.feature_layer)  # so does a bad feature layer
         data = self.dataset if self.dataset is not None else train_dataset_at_setup(trainer, "val")
         names = self.class_names or list(getattr(data, "class_names", []) or [])
         self._resolve_experiments(data, names)  # an unusable designer fails here
+        # Every rank, here: under DDP the log folder is broadcast from rank zero.
+        self._root = output_root(trainer, self.output_dir)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -267,20 +309,16 @@ class MisclassificationFlagger(Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
         summary = self._run_in_trainer(trainer, pl_module)
-        for name, value in summary.items():
-            # Equal on every rank (broadcast), so monitors such as EarlyStopping can use them.
-            pl_module.log(f"maia/{name}", float(value), on_epoch=True, sync_dist=True)
+        # Equal on every rank (broadcast), so monitors such as EarlyStopping can use them.
+        log_figures(trainer, pl_module, {f"maia/{k}": v for k, v in summary.items()})
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.when != "fit_end" or should_skip(trainer):
             return
         summary = self._run_in_trainer(trainer, pl_module)
-        if summary and trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(
-                    {f"maia/{k}": v for k, v in summary.items()}, trainer.global_step
-                )
+        figures = {f"maia/{k}": v for k, v in summary.items()}
+        log_figures(trainer, pl_module, figures, at_fit_end=True)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -313,9 +351,19 @@ class MisclassificationFlagger(Callback):
     def _run_in_trainer(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> dict[str, float]:
+        with with_autograd():
+            return self._run_with_autograd(trainer, pl_module)
+
+    def _run_with_autograd(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, float]:
         summary: dict[str, float] | None = None
         dataset = self.dataset if self.dataset is not None else validation_dataset(trainer)
         remover = remover_spurious_units(trainer.callbacks)  # type: ignore[attr-defined]
+        self._remover_attached = any(
+            type(c).__name__ == "SpuriousFeatureRemover"
+            for c in trainer.callbacks  # type: ignore[attr-defined]
+        )
         exemplars = None
         if dataset is not None and self._needs_own_check(remover):
             # Every rank joins the (sharded) exemplar pass; only rank zero runs the agent.
@@ -338,7 +386,7 @@ class MisclassificationFlagger(Callback):
         if summary is None:
             return {}
         self._decision = dict(summary)
-        self.history.append({"epoch": trainer.current_epoch, **summary})
+        self.history.append({"epoch": self._epoch(trainer), **summary})
         return summary
 
     def flag(
@@ -427,6 +475,10 @@ class MisclassificationFlagger(Callback):
         self._decision = self.result.summary()
         return self.result
 
+    def _epoch(self, trainer: pl.Trainer) -> int:
+        """The epoch a run describes (at fit end, the last one trained)."""
+        return finished_epoch(trainer) if self.when == "fit_end" else trainer.current_epoch
+
     # -- evidence ---------------------------------------------------------------------------
 
     def _resolve_experiments(self, data: Dataset[Any] | None, names: Sequence[str]) -> None:
@@ -470,6 +522,16 @@ class MisclassificationFlagger(Callback):
         if not self.spurious_check:
             return {}
         if self.feature_layer is None:
+            if self._remover_attached:
+                # Not yet (it runs later, e.g. at fit end): say so once, not at every run.
+                if not self._warned_no_units:
+                    rank_zero_warn(
+                        "MisclassificationFlagger: the SpuriousFeatureRemover has not judged any "
+                        "unit yet, so spurious reliance is left out until it has (run the "
+                        "flagger with when='fit_end', or the remover with when='epoch')"
+                    )
+                    self._warned_no_units = True
+                return {}
             rank_zero_warn(
                 "MisclassificationFlagger: no SpuriousFeatureRemover, no `spurious_units` and no "
                 "`feature_layer` for its own spurious_check; spurious reliance is left out"
@@ -574,7 +636,7 @@ class MisclassificationFlagger(Callback):
     # -- logging ----------------------------------------------------------------------------
 
     def _log(self, trainer: pl.Trainer, result: FlaggingResult, dataset: Dataset[Any]) -> None:
-        step, epoch = trainer.global_step, trainer.current_epoch
+        step, epoch = trainer.global_step, self._epoch(trainer)
         top = result.top(self.top_n)
         findings = pd.DataFrame([f.to_row() for f in result.findings])
         images = [dataset[int(i)][0].detach().float().clamp(0.0, 1.0) for i in top["index"]]
@@ -582,12 +644,11 @@ class MisclassificationFlagger(Callback):
             f"#{row.index} {row.label} -> {row.prediction} (risk {row.maia:.2f}): {row.reason}"
             for row in top.itertuples()
         ]
+        root = self._root if self._root is not None else output_root(trainer, self.output_dir)
         path = write_report(
-            output_root(trainer, self.output_dir)
-            / "flagger"
-            / f"epoch-{epoch:03d}"
-            / "report.html",
+            root / "flagger" / f"epoch-{epoch:03d}" / "report.html",
             self._sections,
+            flagged=_flagged_inputs(top, images),
             title=f"MisclassificationFlagger — epoch {epoch}",
             meta={
                 "flagged rate": f"{result.flagged_rate:.3f}",
@@ -595,6 +656,7 @@ class MisclassificationFlagger(Callback):
                 **{f"AUROC {k}": f"{v:.3f}" for k, v in result.metrics["auroc"].items()},
             },
         )
+        self.report_path = path
         for adapter in adapters_for(trainer):
             adapter.log_table("flagged", top, step)
             adapter.log_table("risk_scores", result.table, step)
@@ -728,6 +790,22 @@ def _find_head(model: nn.Module, name: str | None) -> tuple[str, nn.Linear]:
     from lightning_maia.analysis.masked_head import find_head
 
     return find_head(model, name)
+
+
+def _flagged_inputs(top: pd.DataFrame, images: Sequence[Tensor]) -> list[FlaggedInput]:
+    """The report's rows: each flagged input with its classes, risk, reason and thumbnail."""
+    rows = top.to_dict("records")
+    return [
+        FlaggedInput(
+            index=int(row["index"]),
+            label=str(row["label"]),
+            prediction=str(row["prediction"]),
+            risk=float(row["maia"]),
+            reason=str(row["reason"]),
+            image=image,
+        )
+        for row, image in zip(rows, images, strict=True)
+    ]
 
 
 def _description(units: dict[int, str], unit: int | None) -> str:

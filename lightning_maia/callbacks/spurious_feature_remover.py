@@ -26,27 +26,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.scientist_design import ExperimentDesigner
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.masked_head import (
     MaskedHead,
     effective_linear,
     find_head,
+    fold_masked_heads,
     install_masked_head,
+    reinstall_masked_heads,
 )
 from lightning_maia.analysis.spurious import (
     REFIT,
@@ -66,7 +67,16 @@ from lightning_maia.callbacks._experiment_setup import (
     resolve_experiments,
     train_dataset_at_setup,
 )
-from lightning_maia.callbacks._shared import ON_ERROR, output_root, should_skip
+from lightning_maia.callbacks._shared import (
+    ON_ERROR,
+    OnError,
+    check_number,
+    finished_epoch,
+    log_figures,
+    output_root,
+    resolve_agent,
+    should_skip,
+)
 from lightning_maia.callbacks._shared import validation_dataset as _validation_dataset
 from lightning_maia.errors import ConfigurationError, MaiaError, bad_option
 from lightning_maia.exemplars import compute_exemplars, preprocess_for
@@ -129,14 +139,14 @@ class SpuriousFeatureRemover(Callback):
         head: str | None = None,
         feature_layer: str | None = None,
         k: int = 50,
-        remedy: str = "select",
-        keep: Sequence[str] = ("core",),
+        remedy: Literal["select", "erase"] = "select",
+        keep: Sequence[Literal["core", "unclear"]] = ("core",),
         class_names: Sequence[str] | None = None,
         candidate_attributes: Sequence[str] = ("background",),
-        agent: Agent | None = None,
+        agent: Agent | Literal["scientist"] | None = None,
         dataset: Dataset[Any] | None = None,
         val_dataset: Dataset[Any] | None = None,
-        when: str = "fit_end",
+        when: Literal["fit_end", "epoch"] = "fit_end",
         every_n_epochs: int = 1,
         finetune_epochs: int = 0,
         protocol: RefitProtocol = REFIT,
@@ -149,7 +159,7 @@ class SpuriousFeatureRemover(Callback):
         designer: str | ExperimentDesigner | None = None,
         batch_size: int = 256,
         output_dir: str | None = None,
-        on_error: str = "warn",
+        on_error: OnError = "warn",
         seed: int = 0,
         progress: bool = True,
     ) -> None:
@@ -175,14 +185,19 @@ class SpuriousFeatureRemover(Callback):
             raise bad_option("finetune_epochs", "a non-negative integer", finetune_epochs)
         if finetune_epochs < 0:
             raise bad_option("finetune_epochs", "a non-negative integer", finetune_epochs)
-        if not 0.0 < erase_energy <= 1.0:
+        check_number("erase_energy", erase_energy, 0.0, 1.0, "a share in (0, 1]")
+        if erase_energy == 0.0:
             raise bad_option("erase_energy", "a share in (0, 1]", erase_energy)
         self.head, self.feature_layer, self.k, self.remedy = head, feature_layer, k, remedy
         self.keep = tuple(keep)
         self.class_names = list(class_names) if class_names is not None else None
         self.candidate_attributes = tuple(candidate_attributes)
-        self.agent: Agent = agent or ScientistAgent(seed=seed)
-        self.designer, self._given_agent = designer, agent
+        self.agent: Agent = resolve_agent(agent, seed)
+        # The agent the user gave (None for the default scientist), so a designer can equip it.
+        self._given_agent: Agent | None = (
+            None if agent is None or isinstance(agent, str) else self.agent
+        )
+        self.designer = designer
         self._experiments: ResolvedExperiments | None = None
         self.dataset, self.val_dataset = dataset, val_dataset
         self.when, self.every_n_epochs, self.finetune_epochs = when, every_n_epochs, finetune_epochs
@@ -199,6 +214,9 @@ class SpuriousFeatureRemover(Callback):
         self.decision: dict[str, Any] | None = None
         self._adapters: list[LoggerAdapter] | None = None
         self._kept: set[int] = set()
+        self._root: Path | None = None
+        #: The HTML report of the latest run (``<output>/spurious/report.html``).
+        self.report_path: Path | None = None
 
     @property
     @override
@@ -216,6 +234,8 @@ class SpuriousFeatureRemover(Callback):
             raise bad_option("class_names", "the class names in output order", None)
         data = self.dataset if self.dataset is not None else train_dataset_at_setup(trainer)
         self._resolve_experiments(pl_module, data)  # an unusable designer fails here
+        # Every rank, here: under DDP the log folder is broadcast from rank zero.
+        self._root = output_root(trainer, self.output_dir)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -228,6 +248,21 @@ class SpuriousFeatureRemover(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.when == "fit_end" and not should_skip(trainer):
             self.run(trainer, pl_module)
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # The user's own class loads the checkpoint as it is: the masked head is saved as the
+        # plain Linear with the same logits, its mask and projection beside the state dict.
+        fold_masked_heads(pl_module, checkpoint)
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # fit(ckpt_path=...): the weights are loaded; training goes on under the saved mask.
+        reinstall_masked_heads(pl_module, checkpoint)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -251,8 +286,8 @@ class SpuriousFeatureRemover(Callback):
         class_names = self._class_names(pl_module, train_data)
         if class_names is None:
             raise bad_option("class_names", "the class names in output order", None)
-        # Collective calls first, on every rank: log_dir broadcasts under DDP.
-        root = output_root(trainer, self.output_dir) / "spurious"
+        base = self._root if self._root is not None else output_root(trainer, self.output_dir)
+        root = base / "spurious"
         if self._adapters is None:
             self._adapters = adapters_for(trainer)
         # Every rank reads its shard; the merged exemplars are the same on all ranks.
@@ -285,11 +320,20 @@ class SpuriousFeatureRemover(Callback):
         decision = trainer.strategy.broadcast(decision, src=0)
         if decision is not None:
             _forget_optimizer_state(trainer, self._install(pl_module, head_path, decision))
+        # Every rank keeps (and logs) the same figures, so monitors see them under DDP too.
         if figures is not None:
-            figures["epoch"] = trainer.current_epoch
-            self.history.append({k: v for k, v in figures.items() if not isinstance(v, Tensor)})
-            self._log(trainer, figures, root)
-        return figures
+            figures = {k: v for k, v in figures.items() if not isinstance(v, Tensor)}
+        figures = trainer.strategy.broadcast(figures, src=0)
+        if figures is None:
+            return None
+        # At fit end, the last epoch trained (``current_epoch`` is one past it by then).
+        epoch = trainer.current_epoch if self.when == "epoch" else finished_epoch(trainer)
+        self.history.append({**figures, "epoch": epoch})
+        self._log(trainer, pl_module, figures, root, epoch)
+        if decision is not None:
+            # ModelCheckpoint saved this step's files before the head changed: save them again.
+            refresh_checkpoints(trainer)
+        return figures if trainer.is_global_zero else None
 
     def apply(self, model: nn.Module, *, dataset: Dataset[Any] | None = None) -> dict[str, Any]:
         """The same judgement and remedy on a model outside a fit (e.g. a loaded checkpoint),
@@ -491,6 +535,7 @@ class SpuriousFeatureRemover(Callback):
         }
         title = f"SpuriousFeatureRemover — {self.remedy}"
         latest = write_report(root / "report.html", sections, title=title, meta=meta)
+        self.report_path = latest
         if epoch is None:
             return latest
         return write_report(root / f"epoch-{epoch:03d}" / "report.html", sections, title, meta)
@@ -501,15 +546,23 @@ class SpuriousFeatureRemover(Callback):
         columns = ["unit", "l1_weight", "verdict", "kept", "description", "evidence"]
         return pd.DataFrame(rows, columns=columns)
 
-    def _log(self, trainer: pl.Trainer, figures: dict[str, Any], root: Path) -> None:
+    def _log(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        figures: dict[str, Any],
+        root: Path,
+        epoch: int,
+    ) -> None:
         numbers = {
             f"maia/spurious/{name}": float(value)
             for name, value in figures.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)
         }
-        for logger in trainer.loggers:
-            logger.log_metrics(numbers, step=trainer.global_step)
-        path = self._write_report(root, figures, trainer.current_epoch)
+        log_figures(trainer, pl_module, numbers, at_fit_end=self.when == "fit_end")
+        if not trainer.is_global_zero:
+            return
+        path = self._write_report(root, figures, epoch)
         table = self.unit_table()
         for adapter in self._adapters or []:
             adapter.log_table("maia/spurious_units", table, trainer.global_step)
@@ -641,6 +694,37 @@ def _train_dataset(trainer: pl.Trainer) -> Dataset[Any] | None:
         dataset: Dataset[Any] = loader.dataset
         return dataset
     return None
+
+
+def refresh_checkpoints(trainer: pl.Trainer) -> list[str]:
+    """Save again the ModelCheckpoint files that hold the final weights (saved at this global
+    step), so that after a ``fit_end`` refit they hold the new head too. Every rank calls it
+    (saving is collective); returns the paths."""
+    paths: list[tuple[str, bool]] = []
+    if trainer.is_global_zero:
+        for callback in trainer.checkpoint_callbacks:
+            if not isinstance(callback, ModelCheckpoint):
+                continue
+            saved = {*callback.best_k_models, callback.best_model_path, callback.last_model_path}
+            for path in sorted(saved - {""}):
+                if _saved_at_step(Path(path)) == trainer.global_step:
+                    paths.append((str(path), callback.save_weights_only))
+    paths = trainer.strategy.broadcast(paths, src=0)
+    for path, weights_only in paths:
+        trainer.save_checkpoint(path, weights_only=weights_only)
+    return [path for path, _ in paths]
+
+
+def _saved_at_step(path: Path) -> int | None:
+    """The global step a local checkpoint file was saved at (None: not a local checkpoint)."""
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+    return int(step) if step is not None else None
 
 
 def _forget_optimizer_state(trainer: pl.Trainer, head: nn.Module) -> None:

@@ -11,7 +11,8 @@ import concurrent.futures
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -35,9 +36,15 @@ from lightning_maia.callbacks._experiment_setup import (
 )
 from lightning_maia.callbacks._shared import (
     ON_ERROR,
+    OnError,
+    check_unit_indices,
+    finished_epoch,
+    log_figures,
     output_root,
+    resolve_agent,
     should_skip,
     snapshot,
+    train_dataset,
     validation_dataset,
 )
 from lightning_maia.errors import MaiaError, bad_option
@@ -56,6 +63,8 @@ from lightning_maia.units import Unit, UnitSelection, resolve_units
 log = logging.getLogger("lightning_maia")
 
 STRATEGIES = ("top_active", "most_changed", "random")
+#: How ``strategy=`` picks units (a ``Literal``, so LightningCLI lists the choices).
+Strategy = Literal["top_active", "most_changed", "random"]
 WHEN = ("validation", "fit_end")
 DESCRIBE_HINT = (
     "UnitInterpreter: the configured describer cannot describe these images, so only exemplars "
@@ -102,11 +111,11 @@ class UnitInterpreter(Callback):
         self,
         units: list[str],
         *,
-        strategy: str | None = None,
+        strategy: Strategy | None = None,
         max_units: int = 8,
-        when: str = "validation",
+        when: Literal["validation", "fit_end"] = "validation",
         every_n_epochs: int = 1,
-        agent: ScientistAgent | VLMAgent | None = None,
+        agent: ScientistAgent | VLMAgent | Literal["scientist"] | None = None,
         task: str = "describe_unit",
         dataset: Dataset[Any] | None = None,
         k: int = 15,
@@ -118,14 +127,18 @@ class UnitInterpreter(Callback):
         designer: str | ExperimentDesigner | None = None,
         background: bool = False,
         output_dir: str | None = None,
-        on_error: str = "warn",
+        on_error: OnError = "warn",
         seed: int = 0,
         progress: bool = True,
         concurrency: int = 4,
     ) -> None:
         if isinstance(units, str):
             units = [units]
-        if not units:
+        if (
+            not isinstance(units, (list, tuple))
+            or not units
+            or not all(isinstance(spec, str) for spec in units)
+        ):
             raise bad_option("units", "a list of unit specs such as ['layer4:0-9']", units)
         if strategy is not None and strategy not in STRATEGIES:
             raise bad_option("strategy", ", ".join(STRATEGIES) + " or None", strategy)
@@ -146,14 +159,18 @@ class UnitInterpreter(Callback):
         self.max_units = max_units
         self.when = when
         self.every_n_epochs = every_n_epochs
-        self.agent: Agent = agent or ScientistAgent(seed=seed)
+        self.agent: Agent = resolve_agent(agent, seed)
         self.task = TaskSpec(task, class_names=tuple(class_names or ()))
         self.dataset = dataset
         self.k = k
         self.class_names = class_names
         self.preprocess = preprocess
         self.generator, self.editor, self.describer = generator, editor, describer
-        self.designer, self._given_agent = designer, agent
+        # The agent the user gave (None for the default scientist), so a designer can equip it.
+        self._given_agent: Agent | None = (
+            None if agent is None or isinstance(agent, str) else self.agent
+        )
+        self.designer = designer
         self._experiments: ResolvedExperiments | None = None
         self.background = background
         self.output_dir = output_dir
@@ -173,6 +190,10 @@ class UnitInterpreter(Callback):
         self._warned_describer = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[concurrent.futures.Future[tuple[int, list[_UnitRun]]]] = []
+        self._root: Path | None = None
+        #: The HTML report of the latest run (``<output>/report.html``).
+        self.report_path: Path | None = None
+        self._unchecked: list[UnitSelection] = []
 
     @property
     @override
@@ -203,10 +224,30 @@ class UnitInterpreter(Callback):
         self._selections = resolve_units(pl_module, self.units, self.class_names)
         data = self.dataset if self.dataset is not None else train_dataset_at_setup(trainer, "val")
         self._resolve_experiments(data)  # an unusable designer fails here
+        # Channels a layer lacks fail here too, where its width is known (or `dataset` tells).
+        self._unchecked = check_unit_indices(pl_module, self._selections, self.dataset)
+        # Every rank, here: under DDP the log folder is broadcast from rank zero.
+        self._root = output_root(trainer, self.output_dir)
         if self.background and self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="maia-unit-interpreter"
             )
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_units(trainer, pl_module)
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_units(trainer, pl_module)
+
+    def _check_units(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Widths only a forward pass tells: checked on one item once the data is there,
+        before the first training batch (or validation)."""
+        if self._unchecked:
+            data = validation_dataset(trainer)
+            data = data if data is not None else train_dataset(trainer)
+            self._unchecked = check_unit_indices(pl_module, self._unchecked, data)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -218,19 +259,14 @@ class UnitInterpreter(Callback):
         summary = self._run(trainer, pl_module)
         # Rank zero decides; every rank logs the same numbers (EarlyStopping may monitor them).
         summary = trainer.strategy.broadcast(summary, src=0)
-        for name, value in (summary or {}).items():
-            # The values are equal on every rank (broadcast), so syncing changes nothing.
-            pl_module.log(f"maia/{name}", float(value), on_epoch=True, sync_dist=True)
+        log_figures(trainer, pl_module, {f"maia/{k}": v for k, v in (summary or {}).items()})
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.when == "fit_end" and not should_skip(trainer):
-            summary = self._run(trainer, pl_module)
-            if summary and trainer.is_global_zero:
-                for logger in trainer.loggers:
-                    logger.log_metrics(
-                        {f"maia/{k}": v for k, v in summary.items()}, step=trainer.global_step
-                    )
+            summary = trainer.strategy.broadcast(self._run(trainer, pl_module), src=0)
+            figures = {f"maia/{k}": v for k, v in (summary or {}).items()}
+            log_figures(trainer, pl_module, figures, at_fit_end=True)
         self._log_finished(trainer, wait=True)
 
     @override
@@ -260,7 +296,8 @@ class UnitInterpreter(Callback):
             )
             return None
         self._resolve_experiments(dataset)
-        epoch = trainer.current_epoch
+        # At fit end, the last epoch trained (``current_epoch`` is one past it by then).
+        epoch = finished_epoch(trainer) if self.when == "fit_end" else trainer.current_epoch
         if self.background and trainer.world_size == 1:
             # One process: the exemplar pass moves into the worker too, off the training path.
             assert self._executor is not None
@@ -470,7 +507,7 @@ class UnitInterpreter(Callback):
             self._adapters = adapters_for(trainer)
         step = trainer.global_step
         frame = reports_to_dataframe(self.reports).assign(epoch=epoch)
-        root = output_root(trainer, self.output_dir)
+        root = self._root if self._root is not None else output_root(trainer, self.output_dir)
         sections = [
             sections_from_toolbox(
                 run.report, run.toolbox, history=self.history.get(run.report.unit, [])
@@ -484,7 +521,7 @@ class UnitInterpreter(Callback):
             title=f"UnitInterpreter — epoch {epoch}",
             meta={"agent": self.agent.name, "task": self.task.name, "epoch": str(epoch)},
         )
-        write_report(
+        self.report_path = write_report(
             root / "report.html",
             sections,
             title="UnitInterpreter — latest run",

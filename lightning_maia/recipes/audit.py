@@ -32,7 +32,7 @@ from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.analysis.gates import evaluate_gates, parse_gate
-from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.callbacks.unit_interpreter import Strategy, UnitInterpreter
 from lightning_maia.errors import ConfigurationError, bad_option, closest_names
 from lightning_maia.image_folder import ImageFolder
 from lightning_maia.recipes.audit_tasks import TASK_FIGURES, AuditData, flagging_task, spurious_task
@@ -85,7 +85,7 @@ class AuditOptions:
     generator_pipeline: str | None = None
     editor_pipeline: str | None = None
     class_names: list[str] | None = None
-    strategy: str | None = None
+    strategy: Strategy | None = None
     max_units: int = 8
     k: int = 15
     #: Share of an image folder held out when the ``spurious`` task needs a split.

@@ -140,10 +140,15 @@ def run_demo(
             k: v for k, v in history.items() if isinstance(v, (int, float, str)) and k != "epoch"
         },
         "flagging": flagged,
+        # The report.html files themselves, as the callbacks wrote them.
         "reports": {
-            "interpret": str(out / "interpret" / "report.html"),
-            "spurious": str(out / "spurious"),
-            "flagging": str(out / "flagging"),
+            name: str(callback.report_path)
+            for name, callback in (
+                ("interpret", interpreter),
+                ("spurious", remover),
+                ("flagging", flagger),
+            )
+            if callback.report_path is not None
         },
         "seconds": time.perf_counter() - started,
     }

@@ -46,6 +46,11 @@ class SpuriousShapesClassifier(ShapesBackboneClassifier):
             class_names=list(class_names),
             backbone=load_backbone(backbone_seed, config, cache_dir=cache_dir),
         )
+        # Its own arguments, not the parent's: LightningCLI's `validate --ckpt_path` and
+        # `load_from_checkpoint` rebuild this class from them (saving merges, so drop those).
+        for inherited in ("num_classes", "widths"):
+            self.hparams.pop(inherited, None)
+        self.save_hyperparameters()
 
 
 class SpuriousShapesDataModule(pl.LightningDataModule):

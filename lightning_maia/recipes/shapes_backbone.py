@@ -423,7 +423,7 @@ class ShapesBackboneClassifier(pl.LightningModule):
         # A masked head saved by SpuriousFeatureRemover replaces the plain one before loading.
         from lightning_maia.analysis.masked_head import restore_masked_heads
 
-        restore_masked_heads(self, checkpoint["state_dict"])
+        restore_masked_heads(self, checkpoint)
 
 
 # -- data ----------------------------------------------------------------------------------

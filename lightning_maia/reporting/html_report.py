@@ -70,6 +70,22 @@ class ReportImage:
 
 
 @dataclass
+class FlaggedInput:
+    """One input the MisclassificationFlagger flagged, as its report lists it."""
+
+    #: The input's position in the scored dataset.
+    index: int
+    label: str
+    prediction: str
+    #: The MAIA risk: the estimated probability that the prediction is wrong.
+    risk: float
+    #: Why it was flagged, in words.
+    reason: str
+    #: Float (3, H, W) in [0, 1], or None to list the input without a thumbnail.
+    image: Tensor | np.ndarray | bytes | None = None
+
+
+@dataclass
 class UnitSection:
     """Everything the report shows for one unit and task."""
 
@@ -148,6 +164,7 @@ def render_report(
     *,
     max_images_per_experiment: int = 48,
     audit: AuditFindings | None = None,
+    flagged: Sequence[FlaggedInput] | None = None,
 ) -> str:
     """The report as one HTML document (see the module docstring).
 
@@ -157,6 +174,8 @@ def render_report(
         meta: facts shown under the title (epoch, model, agent, ...).
         max_images_per_experiment: thumbnails per experiment; the rest are listed as text.
         audit: an audit's checks, gates and flagged inputs, shown before the units.
+        flagged: inputs flagged as likely misclassified, listed with their reasons before the
+            units (None: no such section).
     """
     if max_images_per_experiment < 0:
         raise bad_option(
@@ -169,6 +188,8 @@ def render_report(
         from lightning_maia.reporting.audit_sections import render_audit
 
         parts.append(render_audit(audit, encoder))
+    if flagged is not None:
+        parts.append(_flagged_section(flagged, encoder))
     for section, anchor in zip(units, anchors, strict=True):
         parts.append(_unit_section(section, anchor, encoder, max_images_per_experiment))
     parts.append("<footer>lightning-maia report</footer>")
@@ -190,13 +211,19 @@ def write_report(
     *,
     max_images_per_experiment: int = 48,
     audit: AuditFindings | None = None,
+    flagged: Sequence[FlaggedInput] | None = None,
 ) -> Path:
     """Render the report (see :func:`render_report`) and write it to ``path`` atomically:
     a temporary file beside it, then a rename, so a reader never sees half a report."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     text = render_report(
-        units, title, meta, max_images_per_experiment=max_images_per_experiment, audit=audit
+        units,
+        title,
+        meta,
+        max_images_per_experiment=max_images_per_experiment,
+        audit=audit,
+        flagged=flagged,
     )
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
@@ -331,6 +358,37 @@ def _summary_table(units: Sequence[UnitSection], anchors: Sequence[str]) -> str:
         failed = report.status == "failed"
         rows.append(('<tr class="failed">' if failed else "<tr>") + f"{''.join(cells)}</tr>")
     return _table([*_SUMMARY, "seconds", "cost (USD)"], rows, _NUMERIC)
+
+
+# -- flagged inputs (MisclassificationFlagger) ----------------------------------------------
+
+_FLAGGED = ("image", "input", "label", "prediction", "risk", "reason")
+
+
+def _flagged_section(flagged: Sequence[FlaggedInput], encoder: _Encoder) -> str:
+    head = f'<section class="flagged" id="flagged-inputs"><h2>Flagged inputs ({len(flagged)})</h2>'
+    if not flagged:
+        return head + '<p class="empty">No input was flagged.</p></section>'
+    rows = []
+    for item in flagged:
+        picture = "—"
+        if item.image is not None:
+            uri, width, height = encoder.encode(ReportImage(item.image))
+            pixelated = ' class="pixelated"' if max(width, height) < PIXELATED_BELOW else ""
+            picture = (
+                f'<img src="{uri}" width="{width}" height="{height}"{pixelated} '
+                f'alt="{_e(f"input {item.index}")}">'
+            )
+        cells = [
+            f"<td>{picture}</td>",
+            f'<td class="num">#{_e(item.index)}</td>',
+            f"<td>{_e(item.label)}</td>",
+            f"<td>{_e(item.prediction)}</td>",
+            f'<td class="num">{_number(item.risk, 2)}</td>',
+            f'<td class="reason">{_e(item.reason)}</td>',
+        ]
+        rows.append(f'<tr class="flagged-input">{"".join(cells)}</tr>')
+    return head + _table(_FLAGGED, rows, ("input", "risk")) + "</section>"
 
 
 # -- one unit --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ import lightning.pytorch as pl
 import pandas as pd
 import pytest
 import torch
+from helpers.chromium import load_page, requires_chromium
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -276,6 +278,20 @@ def test_a_bad_head_fails_at_setup(tmp_path: Path) -> None:
         fit(tmp_path, MisclassificationFlagger(head="classifier"))
 
 
+def test_a_bad_feature_layer_fails_at_setup_before_training(tmp_path: Path) -> None:
+    steps: list[int] = []
+    watch = pl.callbacks.LambdaCallback(on_train_batch_start=lambda *_: steps.append(1))
+    with pytest.raises(ConfigurationError, match=r"no layer 'nope' in BackgroundReader"):
+        fit(tmp_path, [MisclassificationFlagger(feature_layer="nope"), watch])
+    assert steps == []
+
+
+def test_the_offline_scientist_by_name() -> None:
+    from lightning_maia.agents.scientist import ScientistAgent
+
+    assert isinstance(MisclassificationFlagger(agent="scientist").agent, ScientistAgent)
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
@@ -288,6 +304,17 @@ def test_a_bad_head_fails_at_setup(tmp_path: Path) -> None:
         ({"flag_threshold": 1.5}, "`flag_threshold` can be a probability in"),
         ({"max_flagged_rate": 2.0}, "`max_flagged_rate` can be a rate in"),
         ({"max_subgroups": -1}, "`max_subgroups` can be a non-negative integer or None"),
+        (
+            {"max_flagged_rate": "x"},
+            r"`max_flagged_rate` can be a rate in \[0, 1\] or None, got 'x'",
+        ),
+        ({"flag_threshold": "high"}, r"`flag_threshold` can be a probability in \[0, 1\], got"),
+        ({"max_subgroups": 1.5}, "`max_subgroups` can be a non-negative integer or None, got 1.5"),
+        ({"spurious_units": 3}, "`spurious_units` can be a list of unit indices or None, got 3"),
+        (
+            {"agent": "gpt-4o"},
+            r"`agent` can be an agent object .*'scientist' or None, got 'gpt-4o'",
+        ),
     ],
 )
 def test_bad_options_are_named(options: dict[str, Any], match: str) -> None:
@@ -309,3 +336,78 @@ def test_with_the_real_remover_the_flagger_reads_its_verdicts_and_its_masked_hea
     assert isinstance(model.head, MaskedHead) and model.head.kept_units == [0, 1]
     assert result.table["reliance"].max() == 0.0
     assert result.table["correct"].mean() > 0.9
+
+
+def test_a_remover_that_has_not_judged_yet_is_named_not_missing(tmp_path: Path) -> None:
+    remover = SpuriousFeatureRemover(k=4, class_names=list(CLASSES), progress=False)
+    flagger = MisclassificationFlagger(class_bias=False)  # every validation; remover at fit end
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [remover, flagger], epochs=2, train=data("train", 64))
+    messages = [str(w.message) for w in caught if "MisclassificationFlagger" in str(w.message)]
+    assert not any("no SpuriousFeatureRemover" in m for m in messages)
+    # Said once (sanity check and two validations ran), naming what to change.
+    assert sum("has not judged any unit yet" in m for m in messages) == 1
+    assert len(flagger.history) == 2 and flagger.history[-1]["spurious_units"] == 0.0
+
+
+class _FlaggedRows(HTMLParser):
+    """The cells' text of every ``tr.flagged-input`` of a page, and its ``<img>`` count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.images = 0
+        self._row: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr" and ("class", "flagged-input") in attrs:
+            self._row = []
+        elif self._row is not None and tag == "td":
+            self._row.append("")
+        elif self._row is not None and tag == "img":
+            self.images += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._row:
+            self._row[-1] += data
+
+
+@requires_chromium
+def test_the_report_lists_the_flagged_inputs_with_their_reasons(tmp_path: Path) -> None:
+    names = ["<i>circle</i>", "square"]  # user text: escaped, never markup
+    flagger = MisclassificationFlagger(
+        class_names=names, spurious_units=[2, 3], class_bias=False, top_n=4
+    )
+    trainer = fit(tmp_path, flagger)
+    result = flagger.result
+    assert result is not None
+    top = result.top(4)
+    assert len(top) == 4
+    path = flagger.report_path
+    assert path == Path(trainer.logger.log_dir) / "maia" / "flagger" / "epoch-000" / "report.html"
+    page = load_page(path)
+    assert page.console == [], page.console
+    parsed = _FlaggedRows()
+    parsed.feed(page.stdout)
+    # One row per flagged input, riskiest first: index, classes, risk and the reason in words.
+    assert [row[1:] for row in parsed.rows] == [
+        [f"#{r.index}", r.label, r.prediction, f"{r.maia:.2f}", r.reason] for r in top.itertuples()
+    ]
+    assert all(reason.startswith("prediction rests on unit ") for reason in top["reason"])
+    assert parsed.images == 4  # a thumbnail each
+    assert "<i>circle</i>" not in page.stdout and "&lt;i&gt;circle&lt;/i&gt;" in page.stdout
+
+
+def test_numpy_numbers_are_numbers() -> None:
+    import numpy as np
+
+    flagger = MisclassificationFlagger(
+        spurious_units=np.array([3, 1]), max_flagged_rate=np.float32(0.25)
+    )
+    assert flagger.spurious_units == [1, 3] and flagger.max_flagged_rate == 0.25

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers.lightning_models import ShapesClassifier
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
@@ -135,6 +136,13 @@ def test_select_installs_the_masked_head_logs_and_checkpoints(tmp_path: Path) ->
     metrics = pd.read_csv(Path(run.logger.log_dir) / "metrics.csv")
     for name in ("after_balanced_accuracy", "before_worst_group_accuracy", "units_spurious"):
         assert metrics[f"maia/spurious/{name}"].dropna().size == 1
+        # Monitorable: fit-end figures reach callback_metrics too.
+        assert run.callback_metrics[f"maia/spurious/{name}"].item() == pytest.approx(figures[name])
+    assert "maia/spurious/epoch" not in metrics.columns
+    # Logged in the row of the last epoch: its step and its epoch, as Lightning logs epochs.
+    row = metrics[metrics["maia/spurious/after_accuracy"].notna()]
+    assert row["step"].tolist() == [metrics.loc[metrics["val_loss"].notna(), "step"].max()]
+    assert row["epoch"].tolist() == [0] and figures["epoch"] == 0
     assert (tmp_path / "maia" / "spurious" / "report.html").exists()
     assert list((Path(run.logger.log_dir) / "maia").rglob("*.csv"))  # the unit table
 
@@ -212,6 +220,12 @@ def test_on_error_raise_is_strict(tmp_path: Path) -> None:
         ({"finetune_epochs": -1}, "`finetune_epochs`"),
         ({"erase_energy": 1.5}, "`erase_energy`"),
         ({"candidate_attributes": "background"}, "`candidate_attributes`"),
+        ({"erase_energy": "most"}, r"`erase_energy` can be a share in \(0, 1\], got 'most'"),
+        (
+            {"agent": "gpt-4o"},
+            r"`agent` can be an agent object .*'scientist' or None, got 'gpt-4o'",
+        ),
+        ({"agent": 3}, "`agent` can be an agent object"),
     ],
 )
 def test_bad_options_are_named(kwargs: dict, match: str) -> None:
@@ -300,3 +314,106 @@ def test_apply_works_outside_a_fit_as_an_audit_would(tmp_path: Path) -> None:
     assert (tmp_path / "spurious" / "report.html").exists()
     with pytest.raises(ConfigurationError, match="`dataset`"):
         SpuriousFeatureRemover().apply(model())
+
+
+# -- every Lightning load path, on a plain user module (no on_load_checkpoint of its own) -------
+
+
+class HeadAtTrainStart(Callback):
+    """Records the head a resumed fit starts training with."""
+
+    def __init__(self) -> None:
+        self.head: nn.Module | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.head = copy.deepcopy(pl_module.head)
+
+
+def remover_for(remedy: str, when: str) -> SpuriousFeatureRemover:
+    agent = ScriptedAgent(edit=remedy == "erase")
+    return SpuriousFeatureRemover(k=4, remedy=remedy, when=when, agent=agent, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`:UserWarning")
+@pytest.mark.parametrize("when", ["epoch", "fit_end"])
+@pytest.mark.parametrize("remedy", ["select", "erase"])
+def test_the_masked_head_survives_every_load_path_of_a_plain_module(
+    tmp_path: Path, remedy: str, when: str
+) -> None:
+    train, val = loaders(train=64, val=32)
+    user_model = ShapesClassifier(classes=4)  # the user's own module: no checkpoint code
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    run = trainer(tmp_path, [remover_for(remedy, when), checkpoints], limit_train_batches=2)
+    run.fit(user_model, train, val)
+    head = user_model.head
+    assert isinstance(head, MaskedHead) and head.remedy == remedy
+    images = next(iter(val))[0]
+    with torch.no_grad():
+        expected = user_model.eval()(images)
+
+    # ModelCheckpoint's files (saved before the head changed) were saved again with it.
+    saved = {Path(checkpoints.best_model_path), Path(checkpoints.last_model_path)}
+    assert len(saved) == 2
+    for path in saved:
+        checkpoint = torch.load(path, weights_only=False)
+        assert checkpoint["global_step"] == run.global_step
+        assert set(checkpoint["state_dict"]) == set(ShapesClassifier(classes=4).state_dict())
+        record = checkpoint["maia_masked_heads"]["head"]
+        assert torch.equal(record["mask"], head.mask)
+        assert torch.equal(record["projection"], head.projection)
+        # load_from_checkpoint (strict) on the plain class: the same logits as the masked head.
+        loaded = ShapesClassifier.load_from_checkpoint(path).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(images), expected, atol=1e-5, rtol=1e-5)
+    # trainer.validate(ckpt_path=) on a fresh plain module.
+    (scores,) = trainer(tmp_path, [], enable_checkpointing=False).validate(
+        ShapesClassifier(classes=4), val, ckpt_path=checkpoints.last_model_path, verbose=False
+    )
+    assert scores["val_loss"] == pytest.approx(
+        float(nn.functional.cross_entropy(expected, next(iter(val))[1])), rel=0.2
+    )
+
+    # fit(ckpt_path=) with the remover attached: training goes on under the saved mask.
+    probe = HeadAtTrainStart()
+    resumed = ShapesClassifier(classes=4)
+    again = [remover_for(remedy, when), probe]
+    trainer(tmp_path, again, epochs=2, limit_train_batches=2, enable_checkpointing=False).fit(
+        resumed, train, val, ckpt_path=checkpoints.last_model_path
+    )
+    start = probe.head
+    assert isinstance(start, MaskedHead) and start.remedy == remedy
+    assert torch.equal(start.mask, head.mask) and torch.equal(start.projection, head.projection)
+    assert torch.equal(start.original_weight, head.original_weight)
+    with torch.no_grad():
+        torch.testing.assert_close(start(torch.eye(8)), head(torch.eye(8)), atol=1e-5, rtol=1e-5)
+    assert isinstance(resumed.head, MaskedHead)
+    if remedy == "select":
+        assert torch.all(resumed.head.weight[:, resumed.head.mask == 0] == 0)
+    # ...and without it: the plain module resumes from the same file.
+    plain = ShapesClassifier(classes=4)
+    trainer(tmp_path, [], epochs=2, limit_train_batches=1, enable_checkpointing=False).fit(
+        plain, train, val, ckpt_path=checkpoints.last_model_path
+    )
+    assert type(plain.head) is nn.Linear
+
+
+@pytest.mark.slow
+def test_early_stopping_monitors_a_remover_figure(tmp_path: Path) -> None:
+    remover = SpuriousFeatureRemover(k=4, agent=ScriptedAgent(), when="epoch", progress=False)
+    stop = EarlyStopping(
+        monitor="maia/spurious/units_judged",
+        mode="max",
+        stopping_threshold=3.5,  # stops once more than 3.5 units were judged
+        check_on_train_epoch_end=True,
+    )
+    run = trainer(tmp_path, [remover, stop], epochs=4, limit_train_batches=2)
+    run.fit(model(), *loaders())
+    assert stop.stopped_epoch == 0 and run.current_epoch == 1  # stopped after the first epoch
+    assert [row["epoch"] for row in remover.history] == [0]
+    assert run.callback_metrics["maia/spurious/units_judged"].item() == 4.0
+    metrics = pd.read_csv(Path(run.logger.log_dir) / "metrics.csv")
+    row = metrics[metrics["maia/spurious/units_judged"].notna()]
+    # One row per figure set, at the step of the epoch's other metrics.
+    assert row["step"].tolist() == [metrics.loc[metrics["val_loss"].notna(), "step"].max()]
+    assert "maia/spurious/epoch" not in metrics.columns

@@ -9,11 +9,18 @@ import lightning.pytorch as pl
 import pandas as pd
 import pytest
 import torch
-from helpers.lightning_models import ShapesClassifier, SwitchingNeurons, shapes_loaders
+from helpers.lightning_models import (
+    ShapesClassifier,
+    ShapesDataModule,
+    SwitchingNeurons,
+    shapes_loaders,
+)
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.callbacks.unit_interpreter import DESCRIBE_HINT, UnitInterpreter
 from lightning_maia.errors import ConfigurationError, UnitSpecError
 from lightning_maia.world import ShapesWorld
@@ -105,9 +112,67 @@ def test_bad_specs_fail_at_setup_before_training(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        # A Conv2d says its width: fails in setup.
+        ("features.2:40", r"`units` can be channel indices 0-31 of 'features.2' \(it has 32\)"),
+        # A ReLU does not: one forward on one item, before the first batch.
+        ("features.3:5,99", r"0-31 of 'features.3' \(it has 32\), got 'features.3:99'"),
+    ],
+)
+def test_channels_a_layer_lacks_fail_before_training(tmp_path: Path, spec: str, match: str) -> None:
+    train, val = shapes_loaders()
+    model = ShapesClassifier(width=32)
+    before = [p.detach().clone() for p in model.parameters()]
+    steps = []
+    watch = pl.callbacks.LambdaCallback(on_train_batch_start=lambda *_: steps.append(1))
+    with pytest.raises(ConfigurationError, match=match):
+        trainer(tmp_path, [UnitInterpreter(units=[spec]), watch]).fit(model, train, val)
+    assert steps == []
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_the_agent_by_name_or_an_object_else_refused() -> None:
+    assert isinstance(UnitInterpreter(units=["x:0"], agent="scientist").agent, ScientistAgent)
+    for agent in ("gpt-4o", 3):
+        with pytest.raises(ConfigurationError, match=r"`agent` can be an agent object .* got "):
+            UnitInterpreter(units=["x:0"], agent=agent)
+
+
+def test_lightning_cli_lists_the_choices_of_an_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        """
+trainer:
+  callbacks:
+    - class_path: lightning_maia.callbacks.unit_interpreter.UnitInterpreter
+      init_args:
+        units: ["features.2:0"]
+        strategy: loudest
+"""
+    )
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    with pytest.raises(SystemExit):
+        LightningCLI(
+            ShapesClassifier,
+            ShapesDataModule,
+            run=False,
+            args=["--config", str(config)],
+            save_config_callback=None,
+        )
+    error = capsys.readouterr().err
+    assert "loudest" in error
+    assert all(choice in error for choice in ("top_active", "most_changed", "random"))
+
+
+@pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"units": []}, "`units`"),
+        ({"units": 5}, r"`units` can be a list of unit specs such as \['layer4:0-9'\], got 5"),
+        ({"units": ["a:0", 5]}, "`units` can be a list of unit specs"),
         ({"strategy": "loudest"}, "`strategy` can be top_active, most_changed, random or None"),
         ({"when": "always"}, "`when` can be validation or fit_end, got 'always'"),
         ({"on_error": "ignore"}, "`on_error` can be warn or raise"),
