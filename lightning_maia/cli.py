@@ -54,6 +54,7 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _add_audit_parser(commands: Any) -> None:
+    from lightning_maia.agents.scientist_designers import DESIGNERS
     from lightning_maia.recipes.backend_registry import describe_backends
 
     audit = commands.add_parser(
@@ -117,6 +118,16 @@ def _add_audit_parser(commands: Any) -> None:
     agent.add_argument("--vlm-base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL)")
     agent.add_argument(
         "--describer", help=f"what describes images: {describe_backends('describer')}"
+    )
+    agent.add_argument(
+        "--designer",
+        choices=list(DESIGNERS),
+        help="how the offline agent designs experiments (default: from the data)",
+    )
+    agent.add_argument(
+        "--attributes",
+        type=Path,
+        help="CSV of the image folder's attributes: a `file` column, one column per attribute",
     )
     agent.add_argument("--generator", help=f"image designer: {describe_backends('generator')}")
     agent.add_argument("--editor", help=f"image editor: {describe_backends('editor')}")
@@ -189,6 +200,8 @@ def _run_audit(args: argparse.Namespace) -> int:
         preprocess=args.preprocess,
         val_fraction=args.val_fraction,
         describer=args.describer,
+        designer=args.designer,
+        attributes=args.attributes,
         generator=args.generator,
         editor=args.editor,
         vocabulary=args.vocabulary,

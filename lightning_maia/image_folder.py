@@ -4,7 +4,9 @@ Items are ``(float (3, size, size) in [0, 1], label)`` — display images, the i
 the library (a model's normalisation is the Subject's ``preprocess``); with class subfolders the
 label is the class index (``class_names`` sorted), in a flat folder it is -1. Every item is named
 by its file (``item_name``, ``origin``), and :meth:`ImageFolder.split` gives a seeded, stratified
-train/validation split.
+train/validation split. ``attributes`` (a CSV file or a DataFrame with a ``file`` column, the
+path relative to the folder) becomes the ``metadata`` table that the offline agent's retrieval
+designer and table describer read; with class subfolders it gains a ``class`` column.
 
 >>> import tempfile, pathlib
 >>> from PIL import Image
@@ -23,6 +25,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -35,7 +38,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 class ImageFolder(Dataset[tuple[torch.Tensor, int]]):
     """Every image under ``root``, resized to ``size`` x ``size``."""
 
-    def __init__(self, root: str | Path, size: int = 224) -> None:
+    def __init__(
+        self, root: str | Path, size: int = 224, attributes: str | Path | pd.DataFrame | None = None
+    ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigurationError(f"`image_folder` must be a directory, got {str(root)!r}")
@@ -55,6 +60,32 @@ class ImageFolder(Dataset[tuple[torch.Tensor, int]]):
                 f"no images ({', '.join(IMAGE_SUFFIXES)}) under {str(self.root)!r}"
             )
         self.split_name = ""
+        self.metadata: pd.DataFrame | None = (
+            None if attributes is None else self._attribute_table(attributes)
+        )
+
+    def _attribute_table(self, attributes: str | Path | pd.DataFrame) -> pd.DataFrame:
+        """The attribute rows in item order (every image needs one)."""
+        if isinstance(attributes, pd.DataFrame):
+            frame = attributes.astype(str)
+        else:
+            if not Path(attributes).is_file():
+                raise ConfigurationError(f"`attributes`: no such CSV file {str(attributes)!r}")
+            frame = pd.read_csv(attributes, dtype=str)
+        if "file" not in frame.columns:
+            raise bad_option("attributes", "a table with a `file` column", list(frame.columns))
+        rows = frame.drop_duplicates("file").set_index("file")
+        names = [self.item_name(i) for i in range(len(self.items))]
+        missing = [name for name in names if name not in rows.index]
+        if missing:
+            raise ConfigurationError(
+                f"`attributes` has no row for {len(missing)} of {len(names)} images, e.g. "
+                f"{missing[:3]} (the `file` column holds paths relative to {str(self.root)!r})"
+            )
+        table = rows.loc[names].reset_index(drop=True)
+        if self.class_names and "class" not in table.columns:
+            table.insert(0, "class", [self.class_names[label] for _, label in self.items])
+        return table
 
     def item_name(self, index: int) -> str:
         """The item's file, relative to the folder (``cat/a.png``)."""
@@ -92,6 +123,8 @@ class ImageFolder(Dataset[tuple[torch.Tensor, int]]):
         part = object.__new__(ImageFolder)
         part.__dict__.update(self.__dict__)
         part.items = [self.items[i] for i in positions]
+        if self.metadata is not None:
+            part.metadata = self.metadata.iloc[positions].reset_index(drop=True)
         part.split_name = name
         return part
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from helpers.chromium import load_page, requires_chromium
 from helpers.photos import write_photo_folder
+from PIL import Image
 
 from lightning_maia import cli
 from lightning_maia.image_folder import ImageFolder
@@ -206,21 +207,57 @@ def test_model_and_unit_errors_are_short_and_name_the_closest(
     assert len(err) < 400, err
 
 
-def test_spurious_and_flagging_run_on_an_image_folder_split(
+def _tone_attributes(root: Path) -> Path:
+    """``attributes.csv`` for the photos: each crop's tone, bright or dark beside the median
+    brightness (measured from its pixels, so it cuts across both classes)."""
+    files = sorted(p for p in (root / "photos").rglob("*") if p.is_file())
+    brightness = [
+        float(torch.tensor(list(Image.open(p).convert("L").getdata())).float().mean())
+        for p in files
+    ]
+    middle = sorted(brightness)[len(brightness) // 2]
+    lines = ["file,tone"] + [
+        f"{p.relative_to(root / 'photos').as_posix()},{'bright' if b >= middle else 'dark'}"
+        for p, b in zip(files, brightness, strict=True)
+    ]
+    (root / "attributes.csv").write_text("\n".join(lines) + "\n")
+    return root / "attributes.csv"
+
+
+def test_spurious_on_photos_without_attributes_fails_before_any_pass(
     in_workdir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     code = audit(
         "--model", "photo_models.PhotoNet", "--ckpt", "photo_net.pt",
+        "--units", "features.3:0-1", "--tasks", "interpret,spurious", "--out", "no_attributes",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    # The offline agent cannot design experiments on bare photos: it says what to give, at once.
+    assert code == 2, err
+    assert "cannot design experiments on ImageFolder" in err
+    assert "`--attributes CSV`" in err and "`--designer retrieval`" in err
+    assert not (in_workdir / "no_attributes" / "interpret").exists()  # no exemplar pass ran
+
+
+def test_spurious_and_flagging_run_on_an_image_folder_split(
+    in_workdir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _tone_attributes(in_workdir)
+    code = audit(
+        "--model", "photo_models.PhotoNet", "--ckpt", "photo_net.pt",
         "--units", "features.3:0-1", "--tasks", "spurious,flagging", "--val-fraction", "0.5",
+        "--attributes", "attributes.csv", "--designer", "retrieval",
+        "--spurious-attributes", "tone",
         "--max-units", "2", "--fail-on", "flagged_rate>1", "--out", "tasks",
     )  # fmt: skip
     printed = capsys.readouterr().out
-    # Nothing describes photos, so no unit is judged: the task says so instead of passing.
-    assert code == 1, printed
-    assert "FAIL  spurious: no unit was judged (the describer could not read" in printed
+    assert code == 0, printed
+    assert "PASS  spurious:" in printed
     assert "PASS  flagging:" in printed and "PASS  flagged_rate>1" in printed
     figures = json.loads((in_workdir / "tasks" / "figures.json").read_text())
-    assert (figures["units_judged"], figures["units_failed"]) == (0.0, 6.0)  # 3 x max_units
+    # Every one of the 3 x max_units head inputs is judged through the photos' tone column.
+    assert (figures["units_judged"], figures["units_failed"]) == (6.0, 0.0)
+    assert figures["spurious_units"] + figures["units_core"] <= 6.0
     assert 0.0 <= figures["flagged_rate"] <= 1.0 and "auroc_msp" in figures
     results = json.loads((in_workdir / "tasks" / "results.json").read_text())
     flagged = results["audit"]["flagged"]
@@ -244,9 +281,11 @@ def test_the_report_shows_checks_and_flagged_inputs_in_chromium(
     code = audit(
         "--model", "photo_models.PhotoNet", "--ckpt", "photo_net.pt",
         "--units", "features.3:0", "--tasks", "interpret,flagging",
+        "--attributes", str(_tone_attributes(in_workdir)), "--designer", "retrieval",
+        "--spurious-attributes", "tone",
         "--fail-on", "flagged_rate>0.99", "--out", "browser",
     )  # fmt: skip
-    assert code == 1  # nothing describes the photos
+    assert code == 0  # the tone column describes the unit; the gate holds
     # Re-rendered from the saved results, without the model: the same sections.
     assert cli.main(["report", "browser", "--out", "again.html"]) == 0
     run = load_page(in_workdir / "again.html")

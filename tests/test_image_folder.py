@@ -38,3 +38,44 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
         ImageFolder(tmp_path)
     with pytest.raises(ConfigurationError, match="`size` can be a positive integer, got 0"):
         ImageFolder(tmp_path, size=0)
+
+
+def test_attribute_csv_becomes_the_metadata_table_in_item_order(tmp_path: Path) -> None:
+    for name in ("dog", "cat"):
+        (tmp_path / name).mkdir()
+        for index in range(3):
+            Image.new("RGB", (4, 4), (index * 80, 0, 0)).save(tmp_path / name / f"{index}.png")
+    # Rows in any order, with one extra row for a file the folder does not have.
+    rows = [
+        (f"{n}/{i}.png", "dark" if i == 0 else "light") for n in ("dog", "cat") for i in (2, 1, 0)
+    ]
+    csv = tmp_path / "attributes.csv"
+    csv.write_text("file,tone\n" + "".join(f"{f},{t}\n" for f, t in rows) + "gone.png,dark\n")
+    folder = ImageFolder(tmp_path, size=2, attributes=csv)
+    assert folder.metadata is not None
+    assert list(folder.metadata.columns) == ["class", "tone"]
+    assert folder.metadata.to_dict("list") == {
+        "class": ["cat"] * 3 + ["dog"] * 3,
+        "tone": ["dark", "light", "light"] * 2,
+    }
+    train, val = folder.split(0.5, seed=0)
+    for part in (train, val):
+        assert part.metadata is not None and len(part.metadata) == len(part)
+        for i in range(len(part)):
+            name = part.item_name(i)
+            assert part.metadata.loc[i, "class"] == name.split("/")[0]
+            assert part.metadata.loc[i, "tone"] == ("dark" if name.endswith("0.png") else "light")
+
+
+def test_attribute_rows_missing_or_without_a_file_column_are_named(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    for index in range(2):
+        Image.new("RGB", (4, 4)).save(tmp_path / "a" / f"{index}.png")
+    (tmp_path / "part.csv").write_text("file,tone\na/0.png,dark\n")
+    with pytest.raises(ConfigurationError, match=r"no row for 1 of 2 images, e.g. \['a/1.png'\]"):
+        ImageFolder(tmp_path, attributes=tmp_path / "part.csv")
+    (tmp_path / "bad.csv").write_text("path,tone\na/0.png,dark\n")
+    with pytest.raises(ConfigurationError, match="`attributes` can be a table with a `file`"):
+        ImageFolder(tmp_path, attributes=tmp_path / "bad.csv")
+    with pytest.raises(ConfigurationError, match="no such CSV file"):
+        ImageFolder(tmp_path, attributes=tmp_path / "none.csv")

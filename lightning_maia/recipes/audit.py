@@ -30,6 +30,11 @@ from torch.utils.data import DataLoader
 
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist import ScientistAgent
+from lightning_maia.agents.scientist_designers import (
+    DESIGNERS,
+    check_experiment_setup,
+    experiment_setup,
+)
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.analysis.gates import evaluate_gates, parse_gate
 from lightning_maia.callbacks.unit_interpreter import Strategy, UnitInterpreter
@@ -71,6 +76,10 @@ class AuditOptions:
     datamodule: str | None = None
     image_folder: Path | None = None
     image_size: int = 224
+    #: A CSV of the image folder's attributes: a ``file`` column and one column per attribute.
+    attributes: Path | None = None
+    #: How the offline agent designs experiments: one of ``DESIGNERS`` (None: from the data).
+    designer: str | None = None
     #: ``none``, ``imagenet[:SIZE]`` or a function path: display images in [0, 1] -> model input.
     preprocess: str | None = None
     tasks: list[str] = field(default_factory=lambda: ["interpret"])
@@ -132,6 +141,10 @@ class AuditOptions:
                 raise bad_option(name, "a positive integer", value)
         if not 0.0 < self.val_fraction < 1.0:
             raise bad_option("--val-fraction", "a number in (0, 1)", self.val_fraction)
+        if self.designer is not None and self.designer not in DESIGNERS:
+            raise bad_option("--designer", ", ".join(DESIGNERS), self.designer)
+        if self.attributes is not None and self.image_folder is None:
+            raise ConfigurationError("`--attributes` describes an `--image-folder`: give both")
         context = self.backend_context
         for role in ("describer", "generator", "editor"):
             spec = getattr(self, role)
@@ -154,6 +167,7 @@ class AuditOptions:
             ("--ckpt", self.ckpt),
             ("--config", self.config),
             ("--image-folder", self.image_folder),
+            ("--attributes", self.attributes),
         ):
             if path is not None and not path.exists():
                 raise ConfigurationError(f"`{name}`: no such file or folder {str(path)!r}")
@@ -218,7 +232,9 @@ def _data(options: AuditOptions, datamodule: Any) -> AuditData:
     """The interpreted data and, for the spurious task, train and held-out parts."""
     if datamodule is None and options.datamodule is not None and options.image_folder is None:
         datamodule = import_class(options.datamodule, "--datamodule")()
-    loader = validation_loader(datamodule, None, options.image_folder, options.image_size)
+    loader = validation_loader(
+        datamodule, None, options.image_folder, options.image_size, attributes=options.attributes
+    )
     if "spurious" not in options.tasks:
         return AuditData(loader)
     if options.image_folder is not None:
@@ -237,6 +253,39 @@ def _data(options: AuditOptions, datamodule: Any) -> AuditData:
         )
     datamodule.setup("fit")
     return AuditData(loader, datamodule.train_dataloader().dataset)
+
+
+def _check_experiments(
+    options: AuditOptions, data: AuditData, class_names: list[str] | None, state: dict[str, Any]
+) -> None:
+    """The offline agent must be able to design the spurious and flagging tasks' experiments
+    on this data; checked before any pass, so a folder of photos without attribute columns fails
+    at once with the options that would make it run."""
+    if options.agent != "scientist" or not {"spurious", "flagging"} & set(options.tasks):
+        return
+    if options.designer is None and state["generator"] is not None:
+        return  # the generator draws what the agent asks for
+    try:
+        setup = experiment_setup(
+            options.designer or "auto",
+            dataset=data.train if data.train is not None else data.loader.dataset,
+            class_names=class_names,
+            generator=state["generator"],
+            editor=state["editor"],
+            describer=state["describer"],
+        )
+        check_experiment_setup(
+            setup,
+            class_names=class_names or [],
+            candidate_attributes=options.spurious_attributes,
+            owner="the spurious and flagging tasks",
+        )
+    except ConfigurationError as error:
+        raise ConfigurationError(
+            f"{error}. In `audit`: give the images' attributes with `--attributes CSV` (a `file` "
+            "column and one column per attribute, `--spurious-attributes` among them) and "
+            "`--designer retrieval`, a `--generator`, or `--agent vlm`"
+        ) from None
 
 
 def _interpret_check(
@@ -278,6 +327,7 @@ def run_audit(options: AuditOptions) -> AuditOutcome:
         "editor": build_backend("editor", options.editor, context),
         "agent": make_agent(options),
     }
+    _check_experiments(options, data, class_names, state)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, float] = {}
@@ -297,6 +347,7 @@ def run_audit(options: AuditOptions) -> AuditOutcome:
             generator=state["generator"],
             editor=state["editor"],
             describer=state["describer"],
+            designer=options.designer,
             output_dir=str(out / "interpret"),
             seed=options.seed,
         )
@@ -331,6 +382,7 @@ def run_audit(options: AuditOptions) -> AuditOutcome:
         "tasks": ",".join(options.tasks),
         "checkpoint": str(options.ckpt or ""),
         "describer": options.describer or "procedural",
+        "designer": options.designer or "auto",
         "preprocess": options.preprocess or "none",
     }
     findings = AuditFindings(checks=checks, figures=dict(figures))

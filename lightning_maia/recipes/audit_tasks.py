@@ -83,6 +83,7 @@ def spurious_task(
         generator=state.get("generator"),
         editor=state.get("editor"),
         describer=state.get("describer"),
+        designer=options.designer,
         output_dir=str(options.out / "spurious"),
         seed=options.seed,
         progress=False,
@@ -120,6 +121,7 @@ def flagging_task(
         generator=state.get("generator"),
         editor=state.get("editor"),
         describer=state.get("describer"),
+        designer=options.designer,
         output_dir=str(options.out / "flagging"),
         seed=options.seed,
     )

@@ -224,10 +224,13 @@ def validation_loader(
     image_folder: Path | None,
     image_size: int,
     batch_size: int = 64,
+    attributes: Path | None = None,
 ) -> DataLoader[Any]:
-    """The validation data: an image folder, a datamodule class path, or the config's one."""
+    """The validation data: an image folder (with its ``attributes`` CSV), a datamodule class
+    path, or the config's one."""
     if image_folder is not None:
-        return DataLoader(ImageFolder(image_folder, size=image_size), batch_size=batch_size)
+        folder = ImageFolder(image_folder, size=image_size, attributes=attributes)
+        return DataLoader(folder, batch_size=batch_size)
     if datamodule is None and datamodule_path is not None:
         datamodule = import_class(datamodule_path, "--datamodule")()
     if datamodule is None:

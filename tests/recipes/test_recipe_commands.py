@@ -9,6 +9,7 @@ chat-completions server, like a VLM endpoint.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -77,6 +78,10 @@ COMMANDS = {
         "--model.class_path mypkg.models.Classifier --ckpt_path last.ckpt --data.root "
         "path/to/images",
     ],
+    "tinted_digits": [
+        "python -m lightning_maia.recipes fit --config $(python -m lightning_maia.recipes path "
+        "tinted_digits)",
+    ],
 }
 
 
@@ -88,8 +93,12 @@ def test_every_header_command_is_run_below() -> None:
 
 def run(command: str, cwd: Path, extra: list[str] = (), **env: str) -> subprocess.CompletedProcess:
     """One header command, with the config names resolved and ``extra`` arguments appended."""
-    demo = '"$(python -m lightning_maia.recipes path demo)"'
-    words = shlex.split(command.replace(demo, shlex.quote(config_path("demo"))))
+    command = re.sub(
+        r'"?\$\(python -m lightning_maia\.recipes path (\w+)\)"?',
+        lambda match: shlex.quote(config_path(match[1])),
+        command,
+    )
+    words = shlex.split(command)
     if words[0] == "lightning-maia":  # the console script of this checkout
         words = [sys.executable, "-m", "lightning_maia.cli", *words[1:]]
     elif words[0] == "python":
@@ -222,3 +231,21 @@ def test_the_image_folder_audit_validates_a_users_model_on_photos(
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["hyper_parameters"] == {
         "classes": 2
     }
+
+
+@pytest.mark.slow
+def test_the_tinted_digits_config_removes_colour_units_from_the_head(tmp_path: Path) -> None:
+    (command,) = COMMANDS["tinted_digits"]
+    extra = [
+        "--trainer.max_epochs=3",
+        "--trainer.enable_progress_bar=false",
+        "--model.init_args.backbone_epochs=20",
+    ]
+    done = run(command, tmp_path, extra)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (log_dir,) = (tmp_path / "maia_tinted_digits" / "lightning_logs").glob("version_*")
+    report = (log_dir / "maia" / "spurious" / "report.html").read_text()
+    # The config's k=12 head inputs were all judged, at least one of them by its ink colour.
+    assert "<dt>units_judged</dt><dd>12</dd>" in report
+    assert "<dt>units_failed</dt><dd>0</dd>" in report
+    assert re.search(r"spurious: follows colour (red|green|cyan|yellow|blue|magenta)", report)
