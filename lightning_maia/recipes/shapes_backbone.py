@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import io
 import json
 import os
 import sys
@@ -60,8 +61,8 @@ from lightning_maia.world.vocabulary import BACKGROUND_TEXTURES, SHAPES
 
 #: The cache directory when neither ``cache_dir`` nor this environment variable names one.
 CACHE_ENV = "LIGHTNING_MAIA_BACKBONE_CACHE"
-#: Seeds whose default-config weights ship with the package (the benchmarks' and the demo's).
-PACKAGED_SEEDS = (0, 1, 2)
+#: Seeds whose default-config weights ship with the package (the demo and the quick benchmarks).
+PACKAGED_SEEDS = (0,)
 #: The packaged weights' SHA-256 digests, by file name (checked when they are read).
 PACKAGED_MANIFEST = "manifest.json"
 #: Pretraining always runs on this many threads: float sums depend on how work is split, so
@@ -276,10 +277,23 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "lightning_maia" / "backbones"
 
 
-def _code_without_docs(source: str) -> str:
-    """The syntax tree of ``source`` without docstrings: comments, docstrings and formatting
-    do not change weights, so they do not change the key."""
-    tree = ast.parse(source)
+#: Top-level definitions of this module that decide the pretrained weights.
+_RECIPE_DEFINITIONS = (
+    "PRETRAIN_THREADS",
+    "_PRETRAIN_STREAM",
+    "_ResidualBlock",
+    "_stage",
+    "ShapesBackbone",
+    "pretraining_images",
+    "pretrain_backbone",
+    "_pretrain",
+    "_fork_rng",
+    "_frozen",
+)
+
+
+def _without_docs(tree: ast.AST) -> ast.AST:
+    """``tree`` without docstrings (comments and formatting are not in a syntax tree)."""
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (
@@ -290,32 +304,52 @@ def _code_without_docs(source: str) -> str:
             and isinstance(body[0].value.value, str)
         ):
             body.pop(0)
-    return ast.dump(tree)
+    return tree
+
+
+def _code_without_docs(source: str, names: Sequence[str] | None = None) -> str:
+    """The syntax tree of ``source`` (only its top-level definitions of ``names``, if given)
+    without docstrings: comments, docstrings and formatting do not change weights, so they
+    do not change the key."""
+    tree = ast.parse(source)
+    if names is not None:
+        tree.body = [node for node in tree.body if _defined_name(node) in names]
+        missing = set(names) - {_defined_name(node) for node in tree.body}
+        if missing:
+            raise RuntimeError(f"recipe definitions not found: {sorted(missing)}")
+    return ast.dump(_without_docs(tree))
+
+
+def _defined_name(node: ast.stmt) -> str | None:
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return node.name
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return node.target.id
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target = node.targets[0]
+        return target.id if isinstance(target, ast.Name) else None
+    return None
 
 
 @cache
 def recipe_digest() -> str:
     """A digest of the code that decides the pretrained weights: the network, the pretraining
-    loop, the image stream and the procedural world that renders it. Any change to them gives
-    new cache keys (so stale weights are never read); the torch version is left out (it moves
-    weights only by float rounding)."""
-    parts: list[Any] = [
-        _ResidualBlock,
-        _stage,
-        ShapesBackbone,
-        pretraining_images,
-        pretrain_backbone,
-        _pretrain,
-        _fork_rng,
-        _frozen,
-        sample_scene,
-        render,
-        scene,
-        vocabulary,
-    ]
-    digest = hashlib.sha256(repr((PRETRAIN_THREADS, _PRETRAIN_STREAM)).encode())
-    for part in parts:
-        digest.update(_code_without_docs(inspect.getsource(part)).encode())
+    loop, the image stream and the procedural world that renders it, read from the source
+    files (so a patched function in a running process does not move it). Any change to them
+    gives new cache keys, so stale weights are never read; the torch version is left out (it
+    moves weights only by float rounding)."""
+    from lightning_maia.world import datasets
+
+    digest = hashlib.sha256()
+    for module, names in (
+        (sys.modules[__name__], _RECIPE_DEFINITIONS),
+        (datasets, ("sample_scene",)),
+        (render, None),
+        (scene, None),
+        (vocabulary, None),
+    ):
+        source = Path(inspect.getfile(module)).read_text(encoding="utf-8")
+        digest.update(_code_without_docs(source, names).encode())
     return digest.hexdigest()[:20]
 
 
@@ -447,7 +481,11 @@ def _save_atomically(path: Path, payload: dict[str, Any]) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
     os.close(handle)
     try:
-        torch.save(payload, temporary)
+        # Saved through a buffer: torch names the archive's folder after a file it writes to,
+        # and the temporary name would make equal weights give different bytes (and digests).
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        Path(temporary).write_bytes(buffer.getvalue())
         os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is a plain file
         os.replace(temporary, path)  # atomic: a reader sees the old file or the whole new one
     finally:
