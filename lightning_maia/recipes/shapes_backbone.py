@@ -62,7 +62,7 @@ from lightning_maia.world.vocabulary import BACKGROUND_TEXTURES, SHAPES
 #: The cache directory when neither ``cache_dir`` nor this environment variable names one.
 CACHE_ENV = "LIGHTNING_MAIA_BACKBONE_CACHE"
 #: Seeds whose default-config weights ship with the package (the demo and the benchmarks use 0-2).
-PACKAGED_SEEDS = (0, 1)
+PACKAGED_SEEDS = (0, 1, 2)
 #: The packaged weights' SHA-256 digests, by file name (checked when they are read).
 PACKAGED_MANIFEST = "manifest.json"
 #: Pretraining always runs on this many threads: float sums depend on how work is split, so
