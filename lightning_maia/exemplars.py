@@ -289,41 +289,63 @@ def merge_top_k(values: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor
 
 
 class _LayerState:
-    """Streaming top-k and quantile sketch for the selected units of one layer."""
+    """Streaming top-k and quantile sketch for the selected units of one layer, kept on the
+    device the activations come from: an update queues a fixed set of operations and never
+    reads a value back to the host."""
 
-    def __init__(self, selection: UnitSelection, width: int, k: int, map_shape: tuple[int, int]):
+    def __init__(
+        self,
+        selection: UnitSelection,
+        width: int,
+        k: int,
+        map_shape: tuple[int, int],
+        device: torch.device,
+    ):
         self.units = selection.units(width)
         count = len(self.units)
         self.k = k
-        self.values = torch.full((count, k), float("-inf"))
-        self.indices = torch.full((count, k), -1, dtype=torch.int64)
-        self.maps = torch.zeros((count, k, *map_shape))
-        self.sketch = QuantileSketch(count)
-        self.activation_sum = torch.zeros(count, dtype=torch.float64)
-        self.seen = torch.zeros((), dtype=torch.int64)
+        self.values = torch.full((count, k), float("-inf"), device=device)
+        self.indices = torch.full((count, k), -1, dtype=torch.int64, device=device)
+        self.maps = torch.zeros((count, k, *map_shape), device=device)
+        self.sketch = QuantileSketch(count, device=device)
+        self.activation_sum = torch.zeros(count, dtype=torch.float64, device=device)
+        self.seen = torch.zeros((), dtype=torch.int64, device=device)
+        self._streamed = 0  # items seen, counted on the host (no sync)
 
     def update(self, activations: Tensor, maps: Tensor, dataset_indices: Tensor) -> None:
-        activations, maps = activations.float().cpu(), maps.float().cpu()
-        self.activation_sum += activations.double().sum(dim=0)
+        """Add one batch: (N, C) activations, (N, C, h, w) maps and the (N,) dataset indices,
+        which are larger than any seen before (the pass streams the shard in order)."""
+        activations, maps = activations.float(), maps.float()
+        self.activation_sum += activations.sum(dim=0, dtype=torch.float64)
         self.seen += activations.shape[0]
         count, batch = activations.shape[1], activations.shape[0]
         self.sketch.update(maps, unit_dim=1)
         values = torch.cat([self.values, activations.T], dim=1)
         indices = torch.cat([self.indices, dataset_indices.expand(count, batch)], dim=1)
-        self.values, self.indices, positions = merge_top_k(values, indices, self.k)
+        if self._streamed >= self.k:
+            # Every slot holds a real item with a lower index than the batch's, and slots of
+            # equal value are in index order: one stable sort keeps ties on the lower index.
+            positions = torch.sort(values, dim=1, descending=True, stable=True).indices
+            positions = positions[:, : self.k]
+            self.values, self.indices = values.gather(1, positions), indices.gather(1, positions)
+        else:  # empty slots (index -1) left: the general merge places them last
+            self.values, self.indices, positions = merge_top_k(values, indices, self.k)
         self.maps = _gather_maps(self.maps, maps, positions, self.k)
+        self._streamed += batch
+
+    def to(self, device: torch.device) -> None:
+        for name in ("values", "indices", "maps", "activation_sum", "seen"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.sketch.counts = self.sketch.counts.to(device)
 
 
 def _gather_maps(old: Tensor, batch: Tensor, positions: Tensor, k: int) -> Tensor:
     """Maps for the merged top-k: kept ones from ``old`` (C,k,h,w), new ones from ``batch``
-    (N,C,h,w); copies only the rows that changed."""
-    rows = torch.arange(old.shape[0]).unsqueeze(1).expand_as(positions)
-    from_old = positions < k
-    merged = old[rows, positions.clamp(max=k - 1)]
-    new_rows, new_slots = torch.nonzero(~from_old, as_tuple=True)
-    if new_rows.numel():
-        merged[new_rows, new_slots] = batch[positions[new_rows, new_slots] - k, new_rows]
-    return merged
+    (N,C,h,w), chosen by ``positions`` (C,k) into their concatenation; no host sync."""
+    rows = torch.arange(old.shape[0], device=old.device).unsqueeze(1)
+    kept = old[rows, positions.clamp(max=k - 1)]
+    new = batch[(positions - k).clamp(min=0), rows]
+    return torch.where((positions < k)[:, :, None, None], kept, new)
 
 
 def _shard_indices(length: int) -> list[int]:
@@ -663,10 +685,20 @@ def _stream(
                     assert record.maps is not None
                     if selection.layer not in states:
                         states[selection.layer] = _LayerState(
-                            selection, record.width, k, (record.maps.shape[2], record.maps.shape[3])
+                            selection,
+                            record.width,
+                            k,
+                            (record.maps.shape[2], record.maps.shape[3]),
+                            record.maps.device,
                         )
-                    states[selection.layer].update(record.activations, record.maps, dataset_indices)
+                    states[selection.layer].update(
+                        record.activations,
+                        record.maps,
+                        dataset_indices.to(record.maps.device, non_blocking=True),
+                    )
                 bar.update(len(dataset_indices))
     finally:
         model.train(was_training)
+    for state in states.values():
+        state.to(torch.device("cpu"))  # the one read-back of the pass
     return states

@@ -8,8 +8,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import math
+import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +21,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor
@@ -330,7 +335,9 @@ class UnitInterpreter(Callback):
     def _study(
         self, module: pl.LightningModule, dataset: Dataset[Any], epoch: int
     ) -> tuple[int, list[_UnitRun]]:
-        """Exemplars, unit choice and the agent, all on a snapshot (background mode)."""
+        """Exemplars, unit choice and the agent, all on a snapshot (background mode), at a
+        lower priority than training."""
+        _lower_worker_priority()
         exemplars = compute_exemplars(
             module, dataset, self._selections, k=self.k, progress=False, preprocess=self.preprocess
         )
@@ -535,6 +542,27 @@ class UnitInterpreter(Callback):
                 if images:
                     adapter.log_images(f"maia/exemplars/{run.unit.spec}", images, step, captions)
             adapter.log_file(report_path, step)
+
+
+#: Nice increment of the background worker thread (Linux): training keeps the cores it needs.
+WORKER_NICE = 10
+
+
+def _lower_worker_priority() -> None:
+    """Run the calling worker thread on one intra-op thread and, on Linux, at a higher nice
+    value. Both are per-thread there (OpenMP thread counts; Linux nice values belong to a
+    thread), so the training thread keeps its threads and priority. Never on the main thread,
+    and elsewhere than Linux only the thread count (``os.nice`` would slow the whole process)."""
+    if threading.current_thread() is threading.main_thread():
+        return
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux") and not getattr(_worker, "niced", False):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE)
+        _worker.niced = True
+
+
+_worker = threading.local()
 
 
 class _UnitRun:

@@ -9,8 +9,11 @@ retrained on Spawrious. This recipe is its procedural-world counterpart, shared 
    classifier), are the units under study.
 2. :func:`load_backbone` — pretrains it on group-balanced procedural images (shape and
    background independent, every value uniform) with a shape head and a background head, so
-   its features carry both; pinned seeds; the weights are cached on disk after the first run
-   (keyed by the config and the seed, written atomically).
+   its features carry both; pinned seeds. The weights of the default config for seeds 0-2 ship
+   with the package (``recipes/weights``, built by ``python -m
+   lightning_maia.recipes.shapes_backbone build 0 1 2``); others are pretrained once and cached
+   on disk. Both are keyed by the config, the seed and a digest of the pretraining code
+   (:func:`recipe_digest`), so weights of an older recipe are never read as new ones.
 3. :class:`ShapesBackboneClassifier` — the frozen backbone and a fresh ``head``
    (``nn.Linear``), trained with Lightning by :func:`train_erm_classifier` on
    ``SpuriousShapes`` training data where the background matches the shape with p=0.95: the
@@ -25,13 +28,19 @@ retrained on Spawrious. This recipe is its procedural-world counterpart, shared 
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import inspect
+import io
 import json
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +54,17 @@ from tqdm.auto import tqdm
 
 from lightning_maia.analysis.spurious import dataset_groups
 from lightning_maia.errors import CacheError, bad_option
+from lightning_maia.world import render, scene, vocabulary
 from lightning_maia.world.datasets import SpuriousShapes, sample_scene
 from lightning_maia.world.render import render_batch
 from lightning_maia.world.vocabulary import BACKGROUND_TEXTURES, SHAPES
 
 #: The cache directory when neither ``cache_dir`` nor this environment variable names one.
 CACHE_ENV = "LIGHTNING_MAIA_BACKBONE_CACHE"
-#: Bumped whenever pretraining changes, so that old cache files are never read as new ones.
-RECIPE_VERSION = 2
+#: Seeds whose default-config weights ship with the package (the demo and the benchmarks use 0-2).
+PACKAGED_SEEDS = (0, 1, 2)
+#: The packaged weights' SHA-256 digests, by file name (checked when they are read).
+PACKAGED_MANIFEST = "manifest.json"
 #: Pretraining always runs on this many threads: float sums depend on how work is split, so
 #: a caller's thread setting would otherwise change the weights cached under one key.
 PRETRAIN_THREADS = 2
@@ -265,12 +277,156 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "lightning_maia" / "backbones"
 
 
+#: Top-level definitions of this module that decide the pretrained weights.
+_RECIPE_DEFINITIONS = (
+    "PRETRAIN_THREADS",
+    "_PRETRAIN_STREAM",
+    "_ResidualBlock",
+    "_stage",
+    "ShapesBackbone",
+    "pretraining_images",
+    "pretrain_backbone",
+    "_pretrain",
+    "_fork_rng",
+    "_frozen",
+)
+
+
+def _without_docs(tree: ast.AST) -> ast.AST:
+    """``tree`` without docstrings (comments and formatting are not in a syntax tree)."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            body.pop(0)
+    return tree
+
+
+def _code_without_docs(source: str, names: Sequence[str] | None = None) -> str:
+    """The syntax tree of ``source`` (only its top-level definitions of ``names``, if given)
+    without docstrings: comments, docstrings and formatting do not change weights, so they
+    do not change the key."""
+    tree = ast.parse(source)
+    if names is not None:
+        tree.body = [node for node in tree.body if _defined_name(node) in names]
+        missing = set(names) - {_defined_name(node) for node in tree.body}
+        if missing:
+            raise RuntimeError(f"recipe definitions not found: {sorted(missing)}")
+    return ast.dump(_without_docs(tree))
+
+
+def _defined_name(node: ast.stmt) -> str | None:
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return node.name
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return node.target.id
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target = node.targets[0]
+        return target.id if isinstance(target, ast.Name) else None
+    return None
+
+
+@cache
+def recipe_digest() -> str:
+    """A digest of the code that decides the pretrained weights: the network, the pretraining
+    loop, the image stream and the procedural world that renders it, read from the source
+    files (so a patched function in a running process does not move it). Any change to them
+    gives new cache keys, so stale weights are never read; the torch version is left out (it
+    moves weights only by float rounding)."""
+    from lightning_maia.world import datasets
+
+    digest = hashlib.sha256()
+    for module, names in (
+        (sys.modules[__name__], _RECIPE_DEFINITIONS),
+        (datasets, ("sample_scene",)),
+        (render, None),
+        (scene, None),
+        (vocabulary, None),
+    ):
+        source = Path(inspect.getfile(module)).read_text(encoding="utf-8")
+        digest.update(_code_without_docs(source, names).encode())
+    return digest.hexdigest()[:20]
+
+
 def cache_key(config: BackboneConfig, seed: int) -> str:
-    """A digest of everything that decides the pretrained weights."""
+    """A digest of everything that decides the pretrained weights: config, seed, recipe code."""
     payload = json.dumps(
-        {"config": asdict(config), "seed": seed, "version": RECIPE_VERSION}, sort_keys=True
+        {"config": asdict(config), "seed": seed, "recipe": recipe_digest()}, sort_keys=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def packaged_weights_dir() -> Path:
+    """Where the shipped weights live (``lightning_maia/recipes/weights``)."""
+    return Path(str(resources.files("lightning_maia.recipes").joinpath("weights")))
+
+
+def _packaged_file(config: BackboneConfig, seed: int) -> Path | None:
+    """The shipped weights of ``(config, seed)`` under the current recipe, if they ship and
+    their digest matches the manifest."""
+    directory = packaged_weights_dir()
+    name = f"shapes-backbone-{cache_key(config, seed)}.pt"
+    path = directory / name
+    try:
+        manifest = json.loads((directory / PACKAGED_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    expected = manifest.get("files", {}).get(name, {}).get("sha256")
+    if expected is None or not path.is_file():
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        warnings.warn(
+            f"the packaged backbone weights {path} do not match their manifest digest; "
+            "pretraining instead (reinstall the package to restore them)",
+            stacklevel=3,
+        )
+        return None
+    return path
+
+
+def build_packaged_weights(
+    seeds: Sequence[int] = PACKAGED_SEEDS,
+    directory: str | Path | None = None,
+    *,
+    config: BackboneConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pretrain ``config`` (the default) for ``seeds`` and write the package's weights and
+    manifest (``python -m lightning_maia.recipes.shapes_backbone build 0 1 2``). Old files of
+    other keys are removed, so the folder holds exactly the current recipe's weights."""
+    target = Path(directory) if directory is not None else packaged_weights_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    config = config or BackboneConfig()
+    files: dict[str, Any] = {}
+    for seed in seeds:
+        backbone, metrics = pretrain_backbone(config, seed, progress=progress)
+        path = target / f"shapes-backbone-{cache_key(config, seed)}.pt"
+        payload = {"state_dict": backbone.state_dict(), "metrics": metrics}
+        _save_atomically(path, {**payload, "config": asdict(config)})
+        files[path.name] = {
+            "seed": seed,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "metrics": metrics,
+        }
+    for stale in target.glob("shapes-backbone-*.pt"):
+        if stale.name not in files:
+            stale.unlink()
+    manifest = {
+        "recipe": recipe_digest(),
+        "config": asdict(config),
+        "torch": torch.__version__,
+        "threads": PRETRAIN_THREADS,
+        "command": "python -m lightning_maia.recipes.shapes_backbone build "
+        + " ".join(str(s) for s in seeds),
+        "files": files,
+    }
+    (target / PACKAGED_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
 
 
 def backbone_cache_path(
@@ -289,7 +445,8 @@ def load_backbone(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> ShapesBackbone:
-    """The pretrained backbone of ``(config, seed)``: from the cache, or pretrained and cached.
+    """The pretrained backbone of ``(config, seed)``: from the cache, else from the weights the
+    package ships, else pretrained and cached.
 
     The result is frozen (no gradients) and in eval mode. Its pretraining accuracies are in
     ``backbone.pretraining_metrics``.
@@ -298,6 +455,8 @@ def load_backbone(
         raise bad_option("seed", "a non-negative int", seed)
     config = config or BackboneConfig()
     path = backbone_cache_path(config, seed, cache_dir)
+    if not path.exists():
+        path = _packaged_file(config, seed) or path
     if path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -322,7 +481,11 @@ def _save_atomically(path: Path, payload: dict[str, Any]) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
     os.close(handle)
     try:
-        torch.save(payload, temporary)
+        # Saved through a buffer: torch names the archive's folder after a file it writes to,
+        # and the temporary name would make equal weights give different bytes (and digests).
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        Path(temporary).write_bytes(buffer.getvalue())
         os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is a plain file
         os.replace(temporary, path)  # atomic: a reader sees the old file or the whole new one
     finally:
@@ -569,6 +732,7 @@ __all__ = [
     "CACHE_ENV",
     "CLASSIFIER_FEATURE_LAYER",
     "FEATURE_LAYER",
+    "PACKAGED_SEEDS",
     "PRETRAIN_THREADS",
     "BackboneConfig",
     "RenderedDataset",
@@ -576,13 +740,30 @@ __all__ = [
     "ShapesBackboneClassifier",
     "SplitFeatures",
     "backbone_cache_path",
+    "build_packaged_weights",
     "cache_key",
     "dataset_groups",
     "default_cache_dir",
     "extract_features",
     "load_backbone",
+    "packaged_weights_dir",
     "pretrain_backbone",
     "pretraining_images",
+    "recipe_digest",
     "spurious_splits",
     "train_erm_classifier",
 ]
+
+
+def _main(argv: Sequence[str]) -> int:
+    if len(argv) < 1 or argv[0] != "build" or not all(a.isdigit() for a in argv[1:]):
+        print("usage: python -m lightning_maia.recipes.shapes_backbone build [SEED ...]")
+        return 2
+    seeds = [int(a) for a in argv[1:]] or list(PACKAGED_SEEDS)
+    manifest = build_packaged_weights(seeds)
+    print(json.dumps(manifest["files"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -151,3 +153,76 @@ def test_erm_head_trains_with_lightning_and_the_checkpoint_keeps_a_masked_head(
     images = torch.rand(2, 3, 64, 64)
     assert torch.allclose(loaded.eval()(images), model.eval()(images))
     assert loaded.class_names == model.class_names
+
+
+def test_packaged_weights_match_their_manifest_and_the_current_recipe() -> None:
+    """The shipped weights are the current recipe's (else rebuild them with the command in the
+    manifest) and every file has the digest the manifest records."""
+    directory = shapes_backbone.packaged_weights_dir()
+    manifest = json.loads((directory / shapes_backbone.PACKAGED_MANIFEST).read_text())
+    expected = {
+        f"shapes-backbone-{shapes_backbone.cache_key(BackboneConfig(), seed)}.pt": seed
+        for seed in shapes_backbone.PACKAGED_SEEDS
+    }
+    assert manifest["recipe"] == shapes_backbone.recipe_digest(), manifest["command"]
+    assert {name: row["seed"] for name, row in manifest["files"].items()} == expected
+    assert sorted(p.name for p in directory.glob("*.pt")) == sorted(expected)
+    for name, row in manifest["files"].items():
+        data = (directory / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        assert len(data) < 4_000_000
+        assert row["metrics"]["shape_accuracy"] > 0.9
+
+
+def test_recipe_digest_ignores_docs_but_not_code() -> None:
+    base = "def f(x):\n    '''Doc.'''\n    return x + 1  # one\n"
+    reworded = "def f(x):\n    '''Other words.'''\n\n    return x + 1\n"
+    changed = "def f(x):\n    '''Doc.'''\n    return x + 2\n"
+    digest = shapes_backbone._code_without_docs
+    assert digest(base) == digest(reworded) != digest(changed)
+    assert digest(base + "def g():\n    pass\n", ["f"]) == digest(base)
+    with pytest.raises(RuntimeError, match="not found"):
+        digest(base, ["f", "h"])
+
+
+def test_recipe_digest_reads_source_files_not_patched_functions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = shapes_backbone.recipe_digest()
+    shapes_backbone.recipe_digest.cache_clear()
+    monkeypatch.setattr(shapes_backbone, "pretrain_backbone", lambda *a, **k: None)
+    try:
+        assert shapes_backbone.recipe_digest() == before
+    finally:
+        shapes_backbone.recipe_digest.cache_clear()
+
+
+def test_packaged_weights_load_without_pretraining_and_a_bad_digest_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = tmp_path / "weights"
+    manifest = shapes_backbone.build_packaged_weights([5], shipped, config=TINY, progress=False)
+    (name,) = manifest["files"]
+    assert name == f"shapes-backbone-{shapes_backbone.cache_key(TINY, 5)}.pt"
+    reference = torch.load(shipped / name, weights_only=True)["state_dict"]
+    monkeypatch.setattr(shapes_backbone, "packaged_weights_dir", lambda: shipped)
+    real_pretrain = shapes_backbone.pretrain_backbone
+
+    def no_pretraining(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the packaged backbone was not used")
+
+    monkeypatch.setattr(shapes_backbone, "pretrain_backbone", no_pretraining)
+    cache = tmp_path / "cache"
+    loaded = load_backbone(5, TINY, cache_dir=cache, progress=False)
+    assert all(torch.equal(reference[k], v) for k, v in loaded.state_dict().items())
+    assert loaded.pretraining_metrics == manifest["files"][name]["metrics"]
+    assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
+    assert not cache.exists()  # read in place, not copied
+
+    # A damaged file is not trusted: a warning, then the usual pretraining and cache.
+    (shipped / name).write_bytes(b"damaged")
+    monkeypatch.setattr(shapes_backbone, "pretrain_backbone", real_pretrain)
+    with pytest.warns(UserWarning, match="do not match their manifest"):
+        again = load_backbone(5, TINY, cache_dir=cache, progress=False)
+    assert all(torch.equal(reference[k], v) for k, v in again.state_dict().items())
+    assert backbone_cache_path(TINY, 5, cache).exists()
