@@ -137,13 +137,6 @@ def _add_audit_parser(commands: Any) -> None:
     audit.add_argument("--seed", type=int, default=0)
 
 
-def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
-
-
 def _print_table(name: str, figures: dict[str, Any]) -> None:
     print(f"\n{name}")
     width = max((len(k) for k in figures), default=0)
@@ -155,8 +148,9 @@ def _print_table(name: str, figures: dict[str, Any]) -> None:
         print(f"  {key:<{width}}  {value}")
 
 
-def _run_bench(args: argparse.Namespace) -> int:
+def _run_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from lightning_maia.bench import BENCHMARKS, get_benchmark
+    from lightning_maia.bench.provenance import write_bench_json
 
     names = sorted(BENCHMARKS) if args.name == "all" else [args.name]
     for name in names:
@@ -166,7 +160,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         figures = run(quick=args.quick, seed=args.seed, **extra)
         if args.out is not None:
             out = args.out / f"{name}.json" if args.name == "all" else args.out
-            _write_json_atomically(out, figures)
+            write_bench_json(out, figures, seed=args.seed, argv=argv)
         _print_table(name, figures)
     return EXIT_OK
 
@@ -241,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "bench":
-            return _run_bench(args)
+            return _run_bench(args, sys.argv if argv is None else ["lightning-maia", *argv])
         if args.command == "demo":
             return _run_demo(args)
         if args.command == "audit":

@@ -47,6 +47,7 @@ from lightning_maia.analysis.spurious import (
     refit_head,
     select_remedy,
 )
+from lightning_maia.bench.provenance import state_dict_sha256
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import compute_exemplars
 from lightning_maia.recipes.shapes_backbone import (
@@ -144,6 +145,7 @@ def run(quick: bool = False, seed: int = 0, agent: str = "scientist") -> dict[st
         "k": _mean([r["k"] for r in results]),
         "units_judged": int(sum(r["units_judged"] for r in results)),
         "seeds": seeds,
+        "backbone_sha256": [r["backbone_sha256"] for r in results],
         "seconds": time.perf_counter() - started,
         "erm_head": {
             "balanced_accuracy": _mean([r["erm_head"]["balanced_accuracy"] for r in results]),
@@ -268,6 +270,7 @@ def run_seed(seed: int, settings: Settings, agent: Agent) -> dict[str, Any]:
         "verdicts": verdicts,
         "edit_pairs": int(deltas.shape[0]),
         "pretraining": dict(backbone.pretraining_metrics),
+        "backbone_sha256": state_dict_sha256(backbone),
         "timings": timings,
     }
 
