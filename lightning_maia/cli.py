@@ -36,6 +36,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--agent", default="scientist", help="the agent a benchmark runs, where it runs one"
     )
+    bench.add_argument(
+        "--suite", default="standard", help="which suite, where a benchmark has several (neurons)"
+    )
     demo = commands.add_parser("demo", help="the end-to-end demo on the procedural world")
     demo.add_argument("--out", type=Path, default=Path("maia_demo"), help="output folder")
     demo.add_argument("--quick", action="store_true", help="a smaller run, for CI")
@@ -156,7 +159,8 @@ def _run_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for name in names:
         run = get_benchmark(name)
         # Only benchmarks that run an agent take --agent.
-        extra = {"agent": args.agent} if "agent" in inspect.signature(run).parameters else {}
+        parameters = inspect.signature(run).parameters
+        extra = {key: getattr(args, key) for key in ("agent", "suite") if key in parameters}
         figures = run(quick=args.quick, seed=args.seed, **extra)
         if args.out is not None:
             out = args.out / f"{name}.json" if args.name == "all" else args.out
