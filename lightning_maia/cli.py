@@ -153,8 +153,10 @@ def _print_table(name: str, figures: dict[str, Any]) -> None:
 
 def _run_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from lightning_maia.bench import BENCHMARKS, get_benchmark
-    from lightning_maia.bench.provenance import write_bench_json
+    from lightning_maia.bench.provenance import git_state, write_bench_json
 
+    # The checkout as it was when the code was imported, not after edits made while it ran.
+    git = git_state()
     names = sorted(BENCHMARKS) if args.name == "all" else [args.name]
     for name in names:
         run = get_benchmark(name)
@@ -164,7 +166,7 @@ def _run_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         figures = run(quick=args.quick, seed=args.seed, **extra)
         if args.out is not None:
             out = args.out / f"{name}.json" if args.name == "all" else args.out
-            write_bench_json(out, figures, seed=args.seed, argv=argv)
+            write_bench_json(out, figures, seed=args.seed, argv=argv, git=git)
         _print_table(name, figures)
     return EXIT_OK
 

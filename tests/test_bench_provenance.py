@@ -90,3 +90,10 @@ def test_state_dict_hash_is_the_sha256_of_names_shapes_and_bytes() -> None:
 def test_state_dict_hash_takes_every_dtype(dtype: torch.dtype) -> None:
     state = {"t": torch.ones(3, dtype=dtype)}
     assert len(state_dict_sha256(state)) == 64
+
+
+def test_a_git_state_taken_before_the_run_is_what_is_written(tmp_path: Path) -> None:
+    written = write_bench_json(
+        tmp_path / "f.json", {}, seed=1, argv=["prog"], git=("a" * 40, False)
+    )
+    assert (written["commit"], written["dirty"], written["seeds"]) == ("a" * 40, False, [1])

@@ -13,7 +13,11 @@ ShapesWorld probe dataset; every unit then gets its own Toolbox over them. Descr
 - ``exemplars_only``: the scientist's hypothesis ranking alone, without experiments.
 
 IoU is computed on the neurons' map cells (16 x 16 at 64 px): a concept covers a cell when at
-least half its pixels show it.
+least half its pixels show it. Both baselines run at two unit-mask thresholds (see
+:data:`THRESHOLDS`): the exemplar pass's 0.99 quantile (``netdissect``, ``compositional``) and
+half the unit's mean exemplar activation (``..._relative``). The compositional baseline's
+``min_gain`` is chosen from :data:`MIN_GAINS` on a validation suite of another seed
+(``seed + 1000``, quick size); the goals compare with the stronger of its two thresholds.
 
 ``--suite hard`` (:func:`~lightning_maia.world.neuron_suite.build_hard_suite`): the same kinds at
 activation noise 0.1 and 0.25 (one model each), probe scenes of one to three objects with

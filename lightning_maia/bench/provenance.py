@@ -71,9 +71,19 @@ def state_dict_sha256(module: nn.Module | dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def with_provenance(figures: dict[str, Any], *, seed: int, argv: Sequence[str]) -> dict[str, Any]:
-    """``figures`` with the provenance keys added (a benchmark's own ``seeds`` list is kept)."""
-    commit, dirty = git_state()
+def with_provenance(
+    figures: dict[str, Any],
+    *,
+    seed: int,
+    argv: Sequence[str],
+    git: tuple[str | None, bool | None] | None = None,
+) -> dict[str, Any]:
+    """``figures`` with the provenance keys added (a benchmark's own ``seeds`` list is kept).
+
+    ``git`` is the ``(commit, dirty)`` of the code that ran, taken before the run; by default
+    it is read now.
+    """
+    commit, dirty = git if git is not None else git_state()
     seeds = figures.get("seeds")
     return {
         **figures,
@@ -86,10 +96,15 @@ def with_provenance(figures: dict[str, Any], *, seed: int, argv: Sequence[str]) 
 
 
 def write_bench_json(
-    path: Path, figures: dict[str, Any], *, seed: int, argv: Sequence[str]
+    path: Path,
+    figures: dict[str, Any],
+    *,
+    seed: int,
+    argv: Sequence[str],
+    git: tuple[str | None, bool | None] | None = None,
 ) -> dict[str, Any]:
     """Write ``figures`` and their provenance to ``path`` atomically; return what was written."""
-    payload = with_provenance(figures, seed=seed, argv=argv)
+    payload = with_provenance(figures, seed=seed, argv=argv, git=git)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(payload, indent=2) + "\n")
