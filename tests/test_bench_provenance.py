@@ -53,21 +53,29 @@ def test_outside_a_checkout_commit_and_dirty_are_null(tmp_path: Path) -> None:
     assert git_state(tmp_path) == (None, None)
 
 
-def test_a_checkout_reports_its_head_and_whether_tracked_files_changed(tmp_path: Path) -> None:
+def test_a_checkout_reports_its_head_and_whether_the_source_changed(tmp_path: Path) -> None:
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True
         ).stdout.strip()
 
+    package = tmp_path / "pkg"
+    package.mkdir()
     git("init", "-q")
-    (tmp_path / "a.txt").write_text("one\n")
-    git("add", "a.txt")
+    (package / "a.py").write_text("one\n")
+    (tmp_path / "results.json").write_text("{}")
+    git("add", "pkg/a.py", "results.json")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
     head = git("rev-parse", "HEAD")
-    (tmp_path / "untracked.json").write_text("{}")
-    assert git_state(tmp_path) == (head, False)
-    (tmp_path / "a.txt").write_text("two\n")
-    assert git_state(tmp_path) == (head, True)
+    # Results written or rewritten outside the source do not make it dirty.
+    (tmp_path / "results.json").write_text('{"new": 1}')
+    (tmp_path / "other.json").write_text("{}")
+    assert git_state(package) == (head, False)
+    (package / "new.py").write_text("x = 1\n")
+    assert git_state(package) == (head, True)
+    (package / "new.py").unlink()
+    (package / "a.py").write_text("two\n")
+    assert git_state(package) == (head, True)
 
 
 def test_state_dict_hash_is_the_sha256_of_names_shapes_and_bytes() -> None:

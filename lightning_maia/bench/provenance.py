@@ -1,11 +1,11 @@
 """What every saved benchmark JSON records about how it was made, and the one place that writes it.
 
-:func:`write_bench_json` adds ``commit`` (``git rev-parse HEAD`` of the checkout the package runs
-from, ``None`` outside one), ``dirty`` (tracked files changed since that commit; ``None`` outside
-a checkout), ``seeds`` (the benchmark's own list, else the ``--seed`` it ran with), ``argv`` and
-``backbone_sha256`` (the benchmark's :func:`state_dict_sha256` of the backbone it used, a list
-parallel to ``seeds`` where each seed has its own, ``None`` where it uses none) to the figures,
-then writes them atomically.
+:func:`write_bench_json` adds ``commit`` (``git rev-parse HEAD`` of the checkout the package
+runs from, ``None`` outside one), ``dirty`` (the package's source differs from that commit:
+changed or new files; ``None`` outside a checkout), ``seeds`` (the benchmark's own list, else
+the ``--seed`` it ran with), ``argv`` and ``backbone_sha256`` (the benchmark's
+:func:`state_dict_sha256` of the backbone it used, a list parallel to ``seeds`` where each seed
+has its own, ``None`` where it uses none) to the figures, then writes them atomically.
 
 >>> import torch
 >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
@@ -36,7 +36,9 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 def git_state(directory: Path = _PACKAGE_DIR) -> tuple[str | None, bool | None]:
     """``(commit, dirty)`` of the git checkout holding ``directory``; ``(None, None)`` outside one.
 
-    Untracked files do not count as dirty: benchmark outputs written into the tree are untracked.
+    ``dirty`` looks at ``directory`` only (by default the package's source): a changed or new
+    file there is code that ran and is not in the commit, while benchmark results written
+    elsewhere in the checkout are not.
     """
     try:
         head = subprocess.run(
@@ -48,7 +50,7 @@ def git_state(directory: Path = _PACKAGE_DIR) -> tuple[str | None, bool | None]:
         if head.returncode != 0:
             return None, None
         status = subprocess.run(
-            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(directory), "status", "--porcelain", "--", "."],
             capture_output=True,
             text=True,
             timeout=30,
