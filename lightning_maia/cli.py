@@ -36,6 +36,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--agent", default="scientist", help="the agent a benchmark runs, where it runs one"
     )
+    bench.add_argument(
+        "--suite", default="standard", help="which suite, where a benchmark has several (neurons)"
+    )
     demo = commands.add_parser("demo", help="the end-to-end demo on the procedural world")
     demo.add_argument("--out", type=Path, default=Path("maia_demo"), help="output folder")
     demo.add_argument("--quick", action="store_true", help="a smaller run, for CI")
@@ -148,13 +151,6 @@ def _add_audit_parser(commands: Any) -> None:
     audit.add_argument("--seed", type=int, default=0)
 
 
-def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
-
-
 def _print_table(name: str, figures: dict[str, Any]) -> None:
     print(f"\n{name}")
     width = max((len(k) for k in figures), default=0)
@@ -166,18 +162,22 @@ def _print_table(name: str, figures: dict[str, Any]) -> None:
         print(f"  {key:<{width}}  {value}")
 
 
-def _run_bench(args: argparse.Namespace) -> int:
+def _run_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from lightning_maia.bench import BENCHMARKS, get_benchmark
+    from lightning_maia.bench.provenance import git_state, write_bench_json
 
+    # The checkout as it was when the code was imported, not after edits made while it ran.
+    git = git_state()
     names = sorted(BENCHMARKS) if args.name == "all" else [args.name]
     for name in names:
         run = get_benchmark(name)
         # Only benchmarks that run an agent take --agent.
-        extra = {"agent": args.agent} if "agent" in inspect.signature(run).parameters else {}
+        parameters = inspect.signature(run).parameters
+        extra = {key: getattr(args, key) for key in ("agent", "suite") if key in parameters}
         figures = run(quick=args.quick, seed=args.seed, **extra)
         if args.out is not None:
             out = args.out / f"{name}.json" if args.name == "all" else args.out
-            _write_json_atomically(out, figures)
+            write_bench_json(out, figures, seed=args.seed, argv=argv, git=git)
         _print_table(name, figures)
     return EXIT_OK
 
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "bench":
-            return _run_bench(args)
+            return _run_bench(args, sys.argv if argv is None else ["lightning-maia", *argv])
         if args.command == "demo":
             return _run_demo(args)
         if args.command == "audit":

@@ -50,6 +50,19 @@ def test_quick_bench_writes_every_row_and_reuses_the_cached_backbone(
     assert sum(seed["verdicts"].values()) == 6
     assert set(seed["verdicts"]) <= {"core", "spurious", "unclear"}
     assert figures["seconds"] > 0
+    # Every refit row took its C from the grid on the validation split; DFR from its own grid.
+    assert set(seed["c"]) == {"erm_all", "l1_top50", "l1_topk", "maia", "erasure", "dfr"}
+    assert all(seed["c"][row] in spurious_bench.C_GRID for row in seed["c"] if row != "dfr")
+    assert (
+        float(max(seed["dfr_tuning_worst_group"], key=seed["dfr_tuning_worst_group"].get))
+        == (seed["c"]["dfr"])
+    )
+    assert seed["rows"]["erm_head"] == {
+        key: seed["erm_head"][key] for key in ("balanced_accuracy", "worst_group_accuracy")
+    }
+    assert set(figures["goals"]) >= {"maia_vs_erm_head", "maia_at_least_erm_head"}
+    assert len(figures["backbone_sha256"]) == 1 and len(figures["backbone_sha256"][0]) == 64
+    assert figures["commit"] is None or len(figures["commit"]) == 40
     assert len(list((tmp_path / "cache").glob("shapes-backbone-*.pt"))) == 1
 
     def no_pretraining(*args: object, **kwargs: object) -> None:

@@ -4,7 +4,9 @@
   maps to the neuron's kind (single <-> mono, or, and) and its concepts are the neuron's.
 - **Predictive score** (any unit, MAIA's evaluation): from the description, generate images
   that should activate the unit and neutral images that should not; report the mean activation
-  gap and the AUROC of activation for positive vs neutral.
+  gap and the AUROC of activation for positive vs neutral. The prompts come from the agent's
+  designer, or (:class:`IndependentPromptWriter`) from another seed and another path through
+  the world's grammar, so that a description is not scored by the very prompts it was built on.
 
 >>> from lightning_maia.agents.records import UnitReport
 >>> from lightning_maia.world import Concept, NeuronSpec
@@ -28,14 +30,23 @@ from torchmetrics.functional.classification import binary_auroc
 
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist_design import ExperimentDesigner, ProceduralDesigner
-from lightning_maia.errors import bad_option
+from lightning_maia.errors import ConfigurationError, bad_option
 from lightning_maia.subject import Subject
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.units import Unit
-from lightning_maia.world.neurons import KINDS, NeuronSpec
+from lightning_maia.world.neurons import HARD_KINDS, KINDS, NeuronSpec
+from lightning_maia.world.scene import _ALLOWED as ATTRIBUTE_VALUES
+from lightning_maia.world.scene import Concept
 
-#: A report's logic -> the neuron kind it claims.
-LOGIC_TO_KIND: dict[str, str] = {"single": "mono", "or": "or", "and": "and"}
+#: A report's logic -> the neuron kind it claims (an OR of three concepts claims ``or3``).
+LOGIC_TO_KIND: dict[str, str] = {"single": "mono", "or": "or", "and": "and", "not": "not"}
+
+
+def claimed_kind(report: UnitReport) -> str | None:
+    """The neuron kind a report claims: its logic's, ``or3`` for an OR of three concepts."""
+    if report.logic == "or" and len(report.concepts) == 3:
+        return "or3"
+    return LOGIC_TO_KIND.get(report.logic)
 
 
 class PredictiveScore(NamedTuple):
@@ -49,7 +60,7 @@ def matches_ground_truth(report: UnitReport, spec: NeuronSpec) -> bool:
     """Whether a finished report names the neuron's kind and exactly its concepts."""
     return (
         report.ok
-        and LOGIC_TO_KIND.get(report.logic) == spec.kind
+        and claimed_kind(report) == spec.kind
         and set(report.concepts) == {str(concept) for concept in spec.concepts}
     )
 
@@ -57,8 +68,8 @@ def matches_ground_truth(report: UnitReport, spec: NeuronSpec) -> bool:
 def accuracy_by_kind(
     reports: Sequence[UnitReport], specs: Sequence[NeuronSpec]
 ) -> dict[str, float | None]:
-    """Share of reports matching their neuron, per kind (mono, or, and) and over all; None for
-    a kind with no neurons.
+    """Share of reports matching their neuron, per kind (mono, or, and, then any hard kind
+    present) and over all; None for a standard kind with no neurons.
 
     >>> from lightning_maia.world import Concept
     >>> spec = NeuronSpec("mono", (Concept("shape", "star"),))
@@ -71,7 +82,8 @@ def accuracy_by_kind(
         raise bad_option("reports", f"one per spec ({len(specs)})", len(reports))
     hits = [matches_ground_truth(report, spec) for report, spec in zip(reports, specs, strict=True)]
     accuracy: dict[str, float | None] = {}
-    for kind in KINDS:
+    kinds = [*KINDS, *(k for k in HARD_KINDS if any(s.kind == k for s in specs))]
+    for kind in kinds:
         chosen = [hit for hit, spec in zip(hits, specs, strict=True) if spec.kind == kind]
         accuracy[kind] = sum(chosen) / len(chosen) if chosen else None
     accuracy["all"] = sum(hits) / len(hits) if hits else None
@@ -158,4 +170,91 @@ def predictive_score(
     positive, neutral = measured
     return PredictiveScore(
         float(np.mean(positive) - np.mean(neutral)), activation_auroc(positive, neutral)
+    )
+
+
+#: Offset of the independent writer's seed from the scoring seed (another stream of draws).
+INDEPENDENT_SEED_OFFSET = 7919
+_OBJECT_ORDER = ("colour", "texture", "size")
+
+
+class IndependentPromptWriter:
+    """Positive and neutral prompts from concepts, apart from any agent's designer.
+
+    Prompts take the grammar's comma form (``a star, red, striped, on grass``) and name only the
+    attributes the concepts touch: the world's text-to-image draws everything else, where the
+    scientist's designer names all six attributes itself. Neutral prompts give each touched
+    attribute a value that is none of the concepts.
+
+    >>> writer = IndependentPromptWriter()
+    >>> rng = np.random.default_rng(0)
+    >>> writer.positive(["shape=star", "background=grass"], "and", rng)
+    'a star, on grass'
+    """
+
+    def positive(self, concepts: Sequence[str], logic: str, rng: np.random.Generator) -> str:
+        parsed = [Concept.parse(c) for c in concepts]
+        if logic == "or":
+            parsed = [parsed[int(rng.integers(len(parsed)))]]
+        return self._prompt({c.attribute: c.value for c in parsed})
+
+    def neutral(self, concepts: Sequence[str], rng: np.random.Generator) -> str:
+        parsed = [Concept.parse(c) for c in concepts]
+        values: dict[str, str] = {}
+        for attribute in dict.fromkeys(c.attribute for c in parsed):
+            banned = {c.value for c in parsed if c.attribute == attribute}
+            allowed = [v for v in ATTRIBUTE_VALUES[attribute] if v not in banned]
+            values[attribute] = allowed[int(rng.integers(len(allowed)))]
+        return self._prompt(values)
+
+    @staticmethod
+    def _prompt(values: dict[str, str]) -> str:
+        words = [f"a {values.get('shape', 'shape')}"]
+        words += [values[a] for a in _OBJECT_ORDER if a in values]
+        background = values.get("background")
+        colour = values.get("background_colour")
+        if background is not None and colour is not None:
+            words.append(f"on a {colour} {background} background")
+        elif background is not None:
+            words.append(f"on {background}")
+        elif colour is not None:
+            words.append(f"on a {colour} background")
+        return ", ".join(words)
+
+
+def independent_predictive_score(
+    toolbox: Toolbox, report: UnitReport, *, n: int = 16, seed: int = 0
+) -> PredictiveScore:
+    """:func:`predictive_score` with :class:`IndependentPromptWriter` prompts drawn from
+    ``seed + INDEPENDENT_SEED_OFFSET``; a report with no concepts or an unscorable logic
+    scores ``(0.0, 0.5)``."""
+    if n < 1:
+        raise bad_option("n", "a positive integer", n)
+    concepts = list(report.concepts)
+    if not concepts or report.logic not in ("single", "or", "and"):
+        return PredictiveScore(0.0, 0.5)
+    rng = np.random.default_rng(seed + INDEPENDENT_SEED_OFFSET)
+    writer = IndependentPromptWriter()
+    try:
+        positive = [writer.positive(concepts, report.logic, rng) for _ in range(n)]
+        neutral = [writer.neutral(concepts, rng) for _ in range(n)]
+    except ConfigurationError:
+        return PredictiveScore(0.0, 0.5)
+    scorer = Toolbox(
+        toolbox.subject,
+        toolbox.unit,
+        generator=toolbox.generator,
+        image_size=toolbox.image_size,
+        seed=seed + INDEPENDENT_SEED_OFFSET,
+    )
+    measured = []
+    for group in (positive, neutral):
+        activations: list[float] = []
+        for start in range(0, len(group), scorer.max_images_per_call):
+            made = scorer.text2image(group[start : start + scorer.max_images_per_call])
+            activations += [call.activation for call in scorer.call_units([g.id for g in made])]
+        measured.append(activations)
+    return PredictiveScore(
+        float(np.mean(measured[0]) - np.mean(measured[1])),
+        activation_auroc(measured[0], measured[1]),
     )

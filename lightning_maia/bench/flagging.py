@@ -64,6 +64,7 @@ from lightning_maia.analysis.risk import (
     unit_contributions,
 )
 from lightning_maia.analysis.spurious import judge_units, l1_top_units
+from lightning_maia.bench.provenance import state_dict_sha256
 from lightning_maia.bench.spurious import FULL as SPURIOUS_FULL
 from lightning_maia.bench.spurious import Settings as SpuriousSettings
 from lightning_maia.callbacks.misclassification_flagger import (
@@ -156,6 +157,7 @@ def benchmark(sizes: Sizes, seed: int = 0, *, quick: bool = False) -> dict[str, 
             "class_bias": bias,
             "sizes": asdict(sizes),
             "seed": seed,
+            "backbone_sha256": detection["backbone_sha256"],
             "quick": quick,
             "seconds": time.perf_counter() - started,
         }
@@ -255,6 +257,7 @@ def error_detection(sizes: Sizes, seed: int, spurious: SpuriousSettings) -> dict
         "spurious_units_in_l1_top": sorted(u for u in spurious_units if u in top),
         "example_reasons": result.table[result.table["flagged"]]["reason"].head(5).tolist(),
         "backbone_seconds": backbone_seconds,
+        "backbone_sha256": state_dict_sha256(backbone),
         "train_seconds": train_seconds,
         "judge_seconds": judge_seconds,
         "flag_seconds": time.perf_counter() - tic,

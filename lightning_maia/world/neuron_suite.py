@@ -14,6 +14,10 @@ neurons, in that channel order:
 
 No spec repeats; different seeds draw different suites.
 
+:func:`build_hard_suite` makes the same kinds harder and adds kinds outside the scientist's
+grammar (see :func:`hard_neuron_specs`); its probe images (:func:`hard_probe_sampler`) hold
+up to three objects and correlate concepts with each other, so exemplars show distractors.
+
 >>> model = build_neuron_suite(seed=0)
 >>> [sum(s.kind == kind for s in model.specs) for kind in ("mono", "or", "and")]
 [50, 25, 25]
@@ -24,12 +28,15 @@ No spec repeats; different seeds draw different suites.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from lightning_maia.errors import bad_option
 from lightning_maia.world.neurons import NeuronSpec, SyntheticNeuronModel
-from lightning_maia.world.scene import Concept
+from lightning_maia.world.scene import Background, Concept, Scene, SceneObject, SceneSampler
 from lightning_maia.world.vocabulary import (
     BACKGROUND_TEXTURES,
     COLOURS,
@@ -133,4 +140,114 @@ def build_neuron_suite(
 ) -> SyntheticNeuronModel:
     """A :class:`SyntheticNeuronModel` of ``n_mono + n_or + n_and`` neurons, named ``neurons:i``."""
     specs = sample_neuron_specs(seed, n_mono, n_or, n_and)
+    return SyntheticNeuronModel(specs, seed=seed, stride=stride, noise_std=noise_std)
+
+
+#: Activation noise of the hard suite (one model per level; the standard suite has 0.02).
+HARD_NOISE: tuple[float, ...] = (0.1, 0.25)
+#: Out-of-grammar neurons per hard kind: not, or3, position, relative_size.
+HARD_PER_KIND = 3
+#: Distractor correlations of the hard probe data, and how often each holds.
+DISTRACTORS = 8
+DISTRACTOR_RATE = 0.7
+
+_OBJECT_PRIMARY = tuple(c for c in PRIMARY_CONCEPTS if not c.is_background)
+
+
+def hard_neuron_specs(seed: int = 0, per_kind: int = HARD_PER_KIND) -> list[NeuronSpec]:
+    """``per_kind`` neurons of each kind outside the grammar: not, or3, position, relative_size.
+
+    >>> [s.name for s in hard_neuron_specs(0, per_kind=1)][2:]
+    ['position:left', 'relative_size:largest']
+    """
+    if not isinstance(per_kind, int) or per_kind < 0:
+        raise bad_option("per_kind", "a non-negative int", per_kind)
+    rng = np.random.default_rng([seed, 3])
+    negated = [_OBJECT_PRIMARY[i] for i in rng.permutation(len(_OBJECT_PRIMARY))[:per_kind]]
+    specs = [NeuronSpec("not", (c,)) for c in negated]
+    triples: list[tuple[Concept, ...]] = []
+    while len(triples) < per_kind:
+        picked = tuple(PRIMARY_CONCEPTS[i] for i in rng.choice(len(PRIMARY_CONCEPTS), 3, False))
+        if set(picked) not in [set(t) for t in triples]:
+            triples.append(picked)
+    specs += [NeuronSpec("or3", triple) for triple in triples]
+    specs += [NeuronSpec("position", (), variant=v) for v in range(per_kind)]
+    specs += [NeuronSpec("relative_size", (), variant=v) for v in range(per_kind)]
+    return specs
+
+
+@dataclass(frozen=True)
+class Distractor:
+    """In the probe data, an object showing ``cue`` also shows ``companion`` ``rate`` of the
+    time (on itself, or as the scene's background)."""
+
+    cue: Concept
+    companion: Concept
+    rate: float
+
+
+def sample_distractors(seed: int = 0, count: int = DISTRACTORS) -> list[Distractor]:
+    """``count`` correlations from an object concept to a concept of another attribute, no
+    cue or companion used twice."""
+    rng = np.random.default_rng([seed, 4])
+    used: set[Concept] = set()
+    chosen: list[Distractor] = []
+    for index in rng.permutation(len(_OBJECT_PRIMARY)):
+        cue = _OBJECT_PRIMARY[index]
+        if cue in used:
+            continue
+        others = [
+            c
+            for c in PRIMARY_CONCEPTS
+            if c.attribute != cue.attribute and c not in used and c.attribute != "texture"
+        ]
+        companion = others[int(rng.integers(len(others)))]
+        used |= {cue, companion}
+        chosen.append(Distractor(cue, companion, DISTRACTOR_RATE))
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+@dataclass(frozen=True)
+class DistractorSampler(SceneSampler):
+    """A :class:`SceneSampler` whose objects carry the given :class:`Distractor` correlations."""
+
+    distractors: Sequence[Distractor] = ()
+
+    def sample(self, rng: np.random.Generator) -> Scene:
+        scene = super().sample(rng)
+        objects: list[SceneObject] = []
+        background = scene.background
+        for obj in scene.objects:
+            for distractor in self.distractors:
+                if not obj.has(distractor.cue) or rng.random() >= distractor.rate:
+                    continue
+                companion = distractor.companion
+                if companion.attribute == "background":
+                    background = Background(companion.value, background.colour)
+                else:
+                    changes: dict[str, Any] = {companion.attribute: companion.value}
+                    obj = replace(obj, **changes)
+            objects.append(obj)
+        return Scene(tuple(objects), background, seed=scene.seed)
+
+
+def hard_probe_sampler(seed: int = 0) -> DistractorSampler:
+    """The hard suite's probe scenes: one to three objects, :func:`sample_distractors` held."""
+    return DistractorSampler(max_objects=3, distractors=tuple(sample_distractors(seed)))
+
+
+def build_hard_suite(
+    seed: int = 0,
+    n_mono: int = 50,
+    n_or: int = 25,
+    n_and: int = 25,
+    *,
+    per_kind: int = HARD_PER_KIND,
+    noise_std: float = HARD_NOISE[0],
+    stride: int = 4,
+) -> SyntheticNeuronModel:
+    """The standard kinds at ``noise_std`` followed by :func:`hard_neuron_specs`."""
+    specs = sample_neuron_specs(seed, n_mono, n_or, n_and) + hard_neuron_specs(seed, per_kind)
     return SyntheticNeuronModel(specs, seed=seed, stride=stride, noise_std=noise_std)

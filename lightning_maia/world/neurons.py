@@ -47,6 +47,19 @@ from lightning_maia.world.scene import ATTRIBUTES, Concept, Scene
 from lightning_maia.world.vocabulary import NAMED_BACKGROUNDS, SIZES
 
 KINDS: tuple[str, ...] = ("mono", "or", "and")
+#: Kinds outside the scientist's single / or / and grammar (the hard suite): NOT one object
+#: concept, OR of three concepts, objects in the left half, the larger objects of a scene.
+HARD_KINDS: tuple[str, ...] = ("not", "or3", "position", "relative_size")
+#: How many concepts each kind takes.
+CONCEPT_COUNTS: dict[str, int] = {
+    "mono": 1,
+    "or": 2,
+    "and": 2,
+    "not": 1,
+    "or3": 3,
+    "position": 0,
+    "relative_size": 0,
+}
 
 
 def _plural(shape: str) -> str:
@@ -87,6 +100,14 @@ class NeuronSpec:
       having the object concept when the background has the background concept; on the
       background when it has both background concepts. Never for one concept alone.
 
+    Outside the scientist's grammar (:data:`HARD_KINDS`):
+
+    - ``not``: fires on objects that lack its one object concept;
+    - ``or3``: fires on the pixels of any of three concepts;
+    - ``position``: fires on objects whose centre lies in the left half (no concepts);
+    - ``relative_size``: fires on the largest objects of a scene whose objects differ in size
+      (no concepts).
+
     Concepts are kept in a canonical order, so ``or(a, b) == or(b, a)``. ``variant`` tells apart
     several neurons with one ground truth (they differ in gain and noise).
 
@@ -97,9 +118,10 @@ class NeuronSpec:
     'stars OR red objects'
     """
 
-    #: mono, or, and.
+    #: mono, or, and, or one of HARD_KINDS.
     kind: str
-    #: One concept for mono, two for or / and.
+    #: One concept for mono and not, two for or / and, three for or3, none for position and
+    #: relative_size.
     concepts: tuple[Concept, ...]
     #: Ground truth in words; derived from the concepts when left empty.
     description: str = ""
@@ -107,20 +129,28 @@ class NeuronSpec:
     variant: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise bad_option("kind", ", ".join(KINDS), self.kind)
+        if self.kind not in CONCEPT_COUNTS:
+            raise bad_option("kind", ", ".join(CONCEPT_COUNTS), self.kind)
         concepts = tuple(self.concepts)
         if any(not isinstance(c, Concept) for c in concepts):
             raise bad_option("concepts", "Concept objects", concepts)
-        wanted = 1 if self.kind == "mono" else 2
+        wanted = CONCEPT_COUNTS[self.kind]
         if len(concepts) != wanted or len(set(concepts)) != wanted:
             raise bad_option("concepts", f"{wanted} distinct concept(s) for {self.kind}", concepts)
         _check_not_degenerate(self.kind, concepts)
+        if self.kind == "not" and concepts[0].is_background:
+            raise bad_option("concepts", "an object concept for not", concepts)
         concepts = tuple(sorted(concepts, key=lambda c: (ATTRIBUTES.index(c.attribute), c.value)))
         object.__setattr__(self, "concepts", concepts)
         if not self.description:
-            if self.kind == "or":
+            if self.kind in ("or", "or3"):
                 text = " OR ".join(_phrase([c]) for c in concepts)
+            elif self.kind == "not":
+                text = f"objects that are not {_phrase(concepts)}"
+            elif self.kind == "position":
+                text = "objects in the left half of the image"
+            elif self.kind == "relative_size":
+                text = "the largest objects of a scene whose objects differ in size"
             else:
                 text = _phrase(concepts)
             object.__setattr__(self, "description", text)
@@ -135,13 +165,25 @@ class NeuronSpec:
 
         A ``#variant`` suffix follows when ``variant`` is not 0.
         """
-        joiner = {"mono": "", "or": "|", "and": "&"}[self.kind]
+        joiner = {"and": "&"}.get(self.kind, "|")
+        body = {"position": "left", "relative_size": "largest"}.get(self.kind)
         suffix = f"#{self.variant}" if self.variant else ""
-        return f"{self.kind}:{joiner.join(str(c) for c in self.concepts)}{suffix}"
+        text = body or joiner.join(str(c) for c in self.concepts)
+        return f"{self.kind}:{text}{suffix}"
 
     def matches(self, scene: Scene) -> tuple[list[bool], bool]:
         """Whether the ground truth holds for each object of ``scene``, and for its background."""
         background = scene.background
+        objects = scene.objects
+        if self.kind == "not":
+            return [not obj.has(self.concepts[0]) for obj in objects], False
+        if self.kind == "position":
+            return [obj.x < 0.5 for obj in objects], False
+        if self.kind == "relative_size":
+            sizes = [SIZES[obj.size] for obj in objects]
+            if len(set(sizes)) < 2:
+                return [False] * len(objects), False
+            return [size == max(sizes) for size in sizes], False
         if self.kind == "and":
             on_objects = [c for c in self.concepts if not c.is_background]
             context = all(background.has(c) for c in self.concepts if c.is_background)

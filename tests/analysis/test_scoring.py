@@ -110,3 +110,61 @@ def test_predictive_score_separates_a_right_description_from_a_wrong_one() -> No
     assert predictive_score(subject, _report("unknown")) == (0.0, 0.5)
     again = predictive_score(subject, _report("single", "shape=star"), n=8)
     assert again == right and not math.isnan(again.mean_gap)
+
+
+def test_hard_kinds_are_claimed_by_not_and_three_way_or() -> None:
+    from lightning_maia.analysis.scoring import claimed_kind
+
+    not_red = NeuronSpec("not", (Concept("colour", "red"),))
+    three = NeuronSpec(
+        "or3", (Concept("shape", "star"), Concept("colour", "red"), Concept("size", "large"))
+    )
+    assert claimed_kind(_report("or", "shape=star", "colour=red", "size=large")) == "or3"
+    assert matches_ground_truth(_report("not", "colour=red"), not_red)
+    assert matches_ground_truth(_report("or", "size=large", "shape=star", "colour=red"), three)
+    assert not matches_ground_truth(_report("or", "shape=star", "colour=red"), three)
+    left = NeuronSpec("position", ())
+    accuracy = accuracy_by_kind([_report("single", "shape=star"), _report("single")], [STAR, left])
+    assert accuracy == {"mono": 1.0, "or": None, "and": None, "position": 0.0, "all": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("logic", "concepts"),
+    [
+        ("single", ("shape=star",)),
+        ("and", ("colour=red", "shape=star")),
+        ("and", ("shape=star", "background=grass")),
+        ("single", ("background_colour=red",)),
+        ("single", ("texture=striped",)),
+        ("or", ("shape=star", "background=grass")),
+        ("and", ("size=large", "colour=blue")),
+    ],
+)
+def test_independent_prompts_show_the_concepts_or_none_of_them(
+    logic: str, concepts: tuple[str, ...]
+) -> None:
+    from lightning_maia.analysis.scoring import IndependentPromptWriter
+    from lightning_maia.world.grammar import parse_prompt
+
+    writer = IndependentPromptWriter()
+    rng = np.random.default_rng(3)
+    wanted = {Concept.parse(c) for c in concepts}
+    for draw in range(12):
+        shown = parse_prompt(writer.positive(concepts, logic, rng), seed=draw).concepts()
+        assert (wanted <= shown) if logic == "and" or len(wanted) == 1 else (wanted & shown)
+        neutral = parse_prompt(writer.neutral(concepts, rng), seed=draw).concepts()
+        assert not wanted & neutral
+    # Another path than the designer's: it names only what the concepts touch.
+    assert "," in writer.positive(concepts, logic, rng) or logic == "single"
+
+
+def test_independent_score_separates_a_right_description_from_a_wrong_one() -> None:
+    from lightning_maia.analysis.scoring import independent_predictive_score
+
+    model = SyntheticNeuronModel([RED_STAR], seed=0)
+    toolbox = Toolbox(Subject(model, ["neurons:0"]), "neurons:0")
+    right = independent_predictive_score(toolbox, _report("and", "colour=red", "shape=star"), n=8)
+    assert right.auroc == 1.0 and right.mean_gap > 0.5
+    star_only = independent_predictive_score(toolbox, _report("single", "shape=star"), n=16)
+    assert star_only.auroc < right.auroc
+    assert independent_predictive_score(toolbox, _report("not", "colour=red")) == (0.0, 0.5)
