@@ -19,7 +19,9 @@ are standardised with the training mean and standard deviation of the units used
 projection, for erasure), then a multinomial logistic regression with the same strong L2
 penalty (scikit-learn's ``C``) is fit; the standardisation is folded back into a weight and bias
 on the raw features, with zeros on the units not used. Rows then differ only in which features
-they use.
+they use. Where a backbone spreads a shortcut over many units, a strong fixed
+penalty makes every refit lean on it: :func:`choose_refit` picks the penalty by cross-validation
+on the refit's own training data (class labels only, no group labels).
 
 >>> import torch
 >>> g = torch.Generator().manual_seed(0)
