@@ -19,7 +19,9 @@ are standardised with the training mean and standard deviation of the units used
 projection, for erasure), then a multinomial logistic regression with the same strong L2
 penalty (scikit-learn's ``C``) is fit; the standardisation is folded back into a weight and bias
 on the raw features, with zeros on the units not used. Rows then differ only in which features
-they use.
+they use. Where a backbone spreads a shortcut over many units, a strong fixed
+penalty makes every refit lean on it: :func:`choose_refit` picks the penalty by cross-validation
+on the refit's own training data (class labels only, no group labels).
 
 >>> import torch
 >>> g = torch.Generator().manual_seed(0)
@@ -72,6 +74,8 @@ class RefitProtocol:
 
 #: The protocol of the ``spurious`` benchmark and the callback's default.
 REFIT = RefitProtocol()
+#: The penalties :func:`choose_refit` tries (scikit-learn's ``C``), strongest first.
+REFIT_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
 @dataclass
@@ -198,6 +202,61 @@ def refit_head(
     weight_projected = torch.zeros(classes, n_features)
     weight_projected[:, chosen] = weight_used
     return LinearHead(weight_projected @ projector * mask, bias, mask, projector)
+
+
+def choose_refit(
+    features: Tensor,
+    labels: Tensor,
+    units: Sequence[int] | None = None,
+    *,
+    projection: Tensor | None = None,
+    grid: Sequence[float] = REFIT_GRID,
+    folds: int = 5,
+    num_classes: int | None = None,
+    seed: int = 0,
+) -> RefitProtocol:
+    """The refit protocol whose L2 penalty ``C`` (from ``grid``) gives the best class-balanced
+    accuracy in stratified ``folds``-fold cross-validation on ``features`` — the training data
+    the head is refit on, class labels only: no group labels, no test data.
+
+    Why: a strong fixed penalty suits features where each concept sits in few units, but where
+    the backbone spreads a shortcut over many units (as real backbones do), a strong L2 favours
+    the shortcut's many small weights over the class's few large ones, and every refit, even
+    on every unit, leans on the shortcut. Ties go to the stronger penalty (earlier in
+    ``grid`` when it is sorted ascending).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if not grid or any(not float(c) > 0 for c in grid):
+        raise bad_option("grid", "one or more positive penalties C", list(grid))
+    if folds < 2:
+        raise bad_option("folds", "an integer >= 2", folds)
+    y = labels.numpy()
+    counts = np.bincount(y) if len(y) else np.zeros(0, dtype=np.int64)
+    smallest = int(counts[counts > 0].min()) if (counts > 0).any() else 0
+    splits = min(folds, smallest)
+    if splits < 2:
+        raise bad_option(
+            "labels", "at least two items of every class present", f"{smallest} of one class"
+        )
+    classes = num_classes or int(labels.max()) + 1
+    folding = StratifiedKFold(splits, shuffle=True, random_state=seed)
+    best_c, best_score = float(grid[0]), -1.0
+    for c in grid:
+        protocol = RefitProtocol(c=float(c), max_iter=REFIT.max_iter)
+        scores = []
+        for fit, held in folding.split(np.zeros(len(y)), y):
+            head = refit_head(
+                features[fit], labels[fit], units, projection=projection, protocol=protocol,
+                num_classes=classes, seed=seed,
+            )  # fmt: skip
+            held_out = head.logits(features[held])
+            metrics = head_metrics(held_out, labels[held], num_classes=classes)
+            scores.append(metrics["balanced_accuracy"])
+        score = float(np.mean(scores))
+        if score > best_score + 1e-9:
+            best_c, best_score = float(c), score
+    return RefitProtocol(c=best_c, max_iter=REFIT.max_iter)
 
 
 def select_remedy(
@@ -417,12 +476,14 @@ def judge_units(
 
 __all__ = [
     "REFIT",
+    "REFIT_GRID",
     "VERDICTS",
     "LinearHead",
     "RefitProtocol",
     "Selection",
     "UnitJudgement",
     "balanced_indices",
+    "choose_refit",
     "counterfactual_deltas",
     "dataset_groups",
     "edit_pairs",

@@ -16,7 +16,9 @@ from lightning_maia.analysis.masked_head import (
 )
 from lightning_maia.analysis.spurious import (
     REFIT,
+    RefitProtocol,
     balanced_indices,
+    choose_refit,
     counterfactual_deltas,
     dataset_groups,
     erase_projection,
@@ -78,6 +80,39 @@ def test_select_remedy_on_core_units_is_robust_on_balanced_data() -> None:
     # Dropped units get exactly zero weight; the mask says which were kept.
     assert core.mask.tolist() == [1.0] * 3 + [0.0] * 7
     assert torch.all(core.weight[:, 3:] == 0)
+
+
+def entangled(n: int, p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit 0 carries the class; units 1..12 each carry a background that matches the class
+    with probability p, plus noise: a shortcut spread over many units, as in real backbones."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    background = torch.where(torch.rand(n, generator=g) < p, labels, 1 - labels)
+    core = labels[:, None].float() + 0.15 * torch.randn(n, 1, generator=g)
+    spread = background[:, None].float() + 0.5 * torch.randn(n, 12, generator=g)
+    return torch.cat([core, spread], 1), labels, labels * 2 + background
+
+
+def test_choose_refit_finds_the_penalty_that_lets_a_head_leave_a_spread_shortcut() -> None:
+    train, labels, _ = entangled(600, 0.95, seed=0)
+    test, test_labels, test_groups = entangled(800, 0.5, seed=1)
+    chosen = choose_refit(train, labels)  # class labels of the training data only
+    assert chosen == RefitProtocol(c=1.0, max_iter=REFIT.max_iter)
+    fixed = head_metrics(refit_head(train, labels).logits(test), test_labels, test_groups)
+    tuned = refit_head(train, labels, protocol=chosen)
+    figures = head_metrics(tuned.logits(test), test_labels, test_groups)
+    # The strong fixed penalty spreads weight over the twelve shortcut units and follows them.
+    assert fixed["worst_group_accuracy"] < 0.1
+    assert figures["worst_group_accuracy"] > 0.95
+    assert figures["balanced_accuracy"] > 0.98
+    # A grid of one penalty is that penalty; bad grids, folds and labels name the argument.
+    assert choose_refit(train, labels, [0, 1], grid=[0.5]).c == 0.5
+    with pytest.raises(ConfigurationError, match="grid"):
+        choose_refit(train, labels, grid=[])
+    with pytest.raises(ConfigurationError, match="folds"):
+        choose_refit(train, labels, folds=1)
+    with pytest.raises(ConfigurationError, match="labels"):
+        choose_refit(train[:3], torch.tensor([0, 0, 1]))
 
 
 def test_refit_folds_standardisation_into_raw_weights_like_scikit_learn() -> None:
