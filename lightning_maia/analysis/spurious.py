@@ -38,7 +38,7 @@ import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -259,16 +259,38 @@ def choose_refit(
     return RefitProtocol(c=best_c, max_iter=REFIT.max_iter)
 
 
+#: A refit protocol, or ``"cv"``: the penalty :func:`choose_refit` picks on the refit's data.
+RefitChoice = RefitProtocol | Literal["cv"]
+
+
+def resolve_protocol(
+    protocol: RefitChoice,
+    features: Tensor,
+    labels: Tensor,
+    units: Sequence[int] | None = None,
+    *,
+    projection: Tensor | None = None,
+    num_classes: int | None = None,
+) -> RefitProtocol:
+    """``protocol`` itself, or for ``"cv"`` the one :func:`choose_refit` picks for this refit."""
+    if isinstance(protocol, RefitProtocol):
+        return protocol
+    if protocol != "cv":
+        raise bad_option("protocol", "a RefitProtocol or 'cv'", protocol)
+    return choose_refit(features, labels, units, projection=projection, num_classes=num_classes)
+
+
 def select_remedy(
     features: Tensor,
     labels: Tensor,
     kept_units: Sequence[int],
     *,
-    protocol: RefitProtocol = REFIT,
+    protocol: RefitChoice = REFIT,
     num_classes: int | None = None,
 ) -> LinearHead:
     """MAIA's remedy: a head on the kept units only, refit on the (unbalanced) data."""
-    return refit_head(features, labels, kept_units, protocol=protocol, num_classes=num_classes)
+    chosen = resolve_protocol(protocol, features, labels, kept_units, num_classes=num_classes)
+    return refit_head(features, labels, kept_units, protocol=chosen, num_classes=num_classes)
 
 
 def spurious_subspace(deltas: Tensor, *, energy: float = 0.9, max_rank: int = 16) -> Tensor:
@@ -299,13 +321,16 @@ def erase_remedy(
     *,
     energy: float = 0.9,
     max_rank: int = 16,
-    protocol: RefitProtocol = REFIT,
+    protocol: RefitChoice = REFIT,
     num_classes: int | None = None,
 ) -> LinearHead:
     """Project out the counterfactual subspace of ``deltas``, keep every unit, refit."""
     projection = erase_projection(spurious_subspace(deltas, energy=energy, max_rank=max_rank))
+    chosen = resolve_protocol(
+        protocol, features, labels, projection=projection, num_classes=num_classes
+    )
     return refit_head(
-        features, labels, projection=projection, protocol=protocol, num_classes=num_classes
+        features, labels, projection=projection, protocol=chosen, num_classes=num_classes
     )
 
 
@@ -479,6 +504,7 @@ __all__ = [
     "REFIT_GRID",
     "VERDICTS",
     "LinearHead",
+    "RefitChoice",
     "RefitProtocol",
     "Selection",
     "UnitJudgement",
@@ -493,6 +519,7 @@ __all__ = [
     "judge_units",
     "l1_top_units",
     "refit_head",
+    "resolve_protocol",
     "select_remedy",
     "spurious_subspace",
 ]

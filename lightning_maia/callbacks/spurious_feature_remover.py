@@ -117,7 +117,11 @@ class SpuriousFeatureRemover(Callback):
         every_n_epochs: the period for ``when="epoch"``.
         finetune_epochs: after a ``fit_end`` refit, fine-tune the masked head this many epochs
             on the training features with cross-entropy (the mask stays in place).
-        protocol: the refit protocol (standardised features, one strong L2).
+        protocol: the refit protocol (standardised features, one strong L2), or ``"cv"``: the
+            L2 penalty picked by cross-validation on the training features (class labels only;
+            :func:`~lightning_maia.analysis.spurious.choose_refit`). Use ``"cv"`` on real data,
+            where a backbone spreads a shortcut over many units and a strong fixed penalty
+            leans on it.
         erase_energy: share of the edits' feature variance the erased subspace explains.
         exemplars_k: dataset exemplars per unit shown to the agent.
         preprocess, generator, editor, describer: the agent's model input and image backends.
@@ -149,7 +153,7 @@ class SpuriousFeatureRemover(Callback):
         when: Literal["fit_end", "epoch"] = "fit_end",
         every_n_epochs: int = 1,
         finetune_epochs: int = 0,
-        protocol: RefitProtocol = REFIT,
+        protocol: RefitProtocol | Literal["cv"] = REFIT,
         erase_energy: float = 0.8,
         exemplars_k: int = 15,
         preprocess: Preprocess | None = None,
@@ -173,6 +177,8 @@ class SpuriousFeatureRemover(Callback):
             raise bad_option("keep", "verdicts among core and unclear, e.g. ('core',)", keep)
         if isinstance(candidate_attributes, str):
             raise bad_option("candidate_attributes", "a list of attributes", candidate_attributes)
+        if not isinstance(protocol, RefitProtocol) and protocol != "cv":
+            raise bad_option("protocol", "a RefitProtocol or 'cv'", protocol)
         for name, value in (
             ("k", k),
             ("every_n_epochs", every_n_epochs),

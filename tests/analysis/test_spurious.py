@@ -115,6 +115,25 @@ def test_choose_refit_finds_the_penalty_that_lets_a_head_leave_a_spread_shortcut
         choose_refit(train[:3], torch.tensor([0, 0, 1]))
 
 
+def test_the_remedies_take_cv_and_refit_with_the_penalty_choose_refit_picks() -> None:
+    train, labels, _ = entangled(600, 0.95, seed=0)
+    kept = list(range(train.shape[1]))
+    picked = choose_refit(train, labels, kept)
+    by_cv = select_remedy(train, labels, kept, protocol="cv")
+    direct = select_remedy(train, labels, kept, protocol=picked)
+    assert picked.c != REFIT.c  # so the test can tell the fixed default from the choice
+    assert torch.equal(by_cv.logits(train), direct.logits(train))
+    deltas = torch.zeros(4, train.shape[1])
+    deltas[:, 1] = 1.0  # the edits move one shortcut unit
+    projection = erase_projection(spurious_subspace(deltas))
+    erased = erase_remedy(train, labels, deltas, protocol="cv")
+    chosen = choose_refit(train, labels, projection=projection)
+    expected = refit_head(train, labels, projection=projection, protocol=chosen)
+    assert torch.equal(erased.logits(train), expected.logits(train))
+    with pytest.raises(ConfigurationError, match="`protocol` can be a RefitProtocol or 'cv'"):
+        select_remedy(train, labels, kept, protocol="strong")  # type: ignore[arg-type]
+
+
 def test_refit_folds_standardisation_into_raw_weights_like_scikit_learn() -> None:
     from sklearn.linear_model import LogisticRegression
 

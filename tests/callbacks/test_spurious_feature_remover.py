@@ -226,6 +226,7 @@ def test_on_error_raise_is_strict(tmp_path: Path) -> None:
             r"`agent` can be an agent object .*'scientist' or None, got 'gpt-4o'",
         ),
         ({"agent": 3}, "`agent` can be an agent object"),
+        ({"protocol": "strong"}, "`protocol` can be a RefitProtocol or 'cv', got 'strong'"),
     ],
 )
 def test_bad_options_are_named(kwargs: dict, match: str) -> None:

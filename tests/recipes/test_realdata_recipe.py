@@ -39,7 +39,8 @@ def test_the_yaml_recipe_configures_the_designer_and_fit_removes_colour_units(
     assert isinstance(cli.model.head, MaskedHead)
     judged = {j.unit.index: j.verdict for j in remover.judgements}
     kept = set(remover.decision["kept_units"])  # type: ignore[index]
-    assert kept == {u for u, v in judged.items() if v == "core"}
+    assert remover.keep == ("core", "unclear") and remover.protocol == "cv"
+    assert kept == {u for u, v in judged.items() if v in ("core", "unclear")}
     # Every verdict names the attribute the agent saw drive the unit.
     for judgement in remover.judgements:
         if judgement.verdict == "spurious":
