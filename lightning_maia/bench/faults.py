@@ -9,7 +9,7 @@ workers are capped by their address-space limit (``program_memory_cap_mb``). The
 check starts a fit whose model writes endless programs and measures how long the process takes
 to exit after ``SIGTERM``.
 
-The bounds (``BOUNDS``) are what the issue asks: every fit finishes, every hostile unit's report
+The bounds (``BOUNDS``) are the benchmark's goals: every fit finishes, every hostile unit's report
 is failed or forced with a reason, artifacts stay under 1 MB per unit, a fit takes at most
 ``wall_s`` seconds, peak memory stays within ``extra_peak_mb`` of the baseline's, and the
 process exits within ``sigterm_exit_s`` of SIGTERM. ``goals_met`` says whether all held.

@@ -391,7 +391,7 @@ def _run(quick: bool, seed: int, agent_name: str, suite: str) -> dict[str, Any]:
 def _goals(
     suite: str, agent: dict[str, float | None], compositional: list[dict[str, float | None]]
 ) -> dict[str, Any]:
-    """The issue's goals: standard >= 0.95 per kind; hard >= 0.90 / 0.80 / 0.80 and >= the
+    """The benchmark's goals: standard >= 0.95 per kind; hard >= 0.90 / 0.80 / 0.80 and >= the
     stronger compositional baseline (either threshold) + 0.15 on or / and."""
 
     def value(figures: dict[str, float | None], kind: str) -> float:
