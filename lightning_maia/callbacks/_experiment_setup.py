@@ -35,6 +35,19 @@ class ResolvedExperiments:
     editor: ImageEditor | None
     describer: ImageDescriber | None
 
+    def install(self, callback: Any) -> None:
+        """Give ``callback`` this agent and these backends (its ``agent``, ``generator``,
+        ``editor`` and ``describer`` attributes)."""
+        callback.agent = self.agent
+        callback.generator, callback.editor = self.generator, self.editor
+        callback.describer = self.describer
+
+
+def given_agent(agent: Any, resolved: Agent) -> Agent | None:
+    """The agent the user gave, so a designer can equip it; None for the default scientist
+    (``agent`` None or ``"scientist"``). ``resolved`` is what ``agent`` resolved to."""
+    return None if agent is None or isinstance(agent, str) else resolved
+
 
 def train_dataset_at_setup(trainer: pl.Trainer, split: str = "train") -> Dataset[Any] | None:
     """The training (or ``val``) dataset as setup can see it: a datamodule's, or the loader

@@ -46,6 +46,7 @@ from lightning_maia.analysis.class_bias import (
 )
 from lightning_maia.callbacks._experiment_setup import (
     ResolvedExperiments,
+    given_agent,
     resolve_experiments,
     train_dataset_at_setup,
 )
@@ -260,10 +261,7 @@ class MisclassificationFlagger(Callback):
         self.flag_threshold, self.top_n = flag_threshold, top_n
         self.max_flagged_rate, self.max_subgroups = max_flagged_rate, max_subgroups
         self.agent: Agent = resolve_agent(agent, seed)
-        # The agent the user gave (None for the default scientist), so a designer can equip it.
-        self._given_agent: Agent | None = (
-            None if agent is None or isinstance(agent, str) else self.agent
-        )
+        self._given_agent = given_agent(agent, self.agent)
         self.designer = designer
         self._experiments: ResolvedExperiments | None = None
         self.generator, self.editor, self.describer = generator, editor, describer
@@ -493,9 +491,7 @@ class MisclassificationFlagger(Callback):
             seed=self.seed,
         )  # fmt: skip
         if self._experiments is not None:
-            self.agent = self._experiments.agent
-            self.generator, self.editor = self._experiments.generator, self._experiments.editor
-            self.describer = self._experiments.describer
+            self._experiments.install(self)
 
     def _needs_own_check(self, remover_units: dict[int, str] | None) -> bool:
         return (

@@ -64,6 +64,7 @@ from lightning_maia.analysis.spurious import (
 )
 from lightning_maia.callbacks._experiment_setup import (
     ResolvedExperiments,
+    given_agent,
     resolve_experiments,
     train_dataset_at_setup,
 )
@@ -199,10 +200,7 @@ class SpuriousFeatureRemover(Callback):
         self.class_names = list(class_names) if class_names is not None else None
         self.candidate_attributes = tuple(candidate_attributes)
         self.agent: Agent = resolve_agent(agent, seed)
-        # The agent the user gave (None for the default scientist), so a designer can equip it.
-        self._given_agent: Agent | None = (
-            None if agent is None or isinstance(agent, str) else self.agent
-        )
+        self._given_agent = given_agent(agent, self.agent)
         self.designer = designer
         self._experiments: ResolvedExperiments | None = None
         self.dataset, self.val_dataset = dataset, val_dataset
@@ -500,9 +498,7 @@ class SpuriousFeatureRemover(Callback):
             editor=self.editor, describer=self.describer, seed=self.seed,
         )  # fmt: skip
         if self._experiments is not None:
-            self.agent = self._experiments.agent
-            self.generator, self.editor = self._experiments.generator, self._experiments.editor
-            self.describer = self._experiments.describer
+            self._experiments.install(self)
 
     def _class_names(self, pl_module: nn.Module, dataset: Dataset[Any] | None) -> list[str] | None:
         for source in (self.class_names, getattr(pl_module, "class_names", None)):

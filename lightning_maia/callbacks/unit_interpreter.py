@@ -36,6 +36,7 @@ from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks._experiment_setup import (
     ResolvedExperiments,
+    given_agent,
     resolve_experiments,
     train_dataset_at_setup,
 )
@@ -171,10 +172,7 @@ class UnitInterpreter(Callback):
         self.class_names = class_names
         self.preprocess = preprocess
         self.generator, self.editor, self.describer = generator, editor, describer
-        # The agent the user gave (None for the default scientist), so a designer can equip it.
-        self._given_agent: Agent | None = (
-            None if agent is None or isinstance(agent, str) else self.agent
-        )
+        self._given_agent = given_agent(agent, self.agent)
         self.designer = designer
         self._experiments: ResolvedExperiments | None = None
         self.background = background
@@ -219,9 +217,7 @@ class UnitInterpreter(Callback):
             editor=self.editor, describer=self.describer, seed=self.seed,
         )  # fmt: skip
         if self._experiments is not None:
-            self.agent = self._experiments.agent
-            self.generator, self.editor = self._experiments.generator, self._experiments.editor
-            self.describer = self._experiments.describer
+            self._experiments.install(self)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
