@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from lightning_maia.errors import bad_option
-from lightning_maia.tools.realdata.queries import split_concept
+from lightning_maia.tools.realdata.queries import fixed_attributes, split_concept
 
 
 class PromptDesigner:
@@ -84,16 +84,9 @@ class PromptDesigner:
         count: int,
         rng: np.random.Generator,
     ) -> list[str] | None:
-        fixed: dict[str, str] = {}
-        for concept in present:
-            pair = split_concept(concept)
-            if (
-                pair is None
-                or not self.can_design(concept)
-                or fixed.get(pair[0], pair[1]) != pair[1]
-            ):
-                return None
-            fixed[pair[0]] = pair[1]
+        fixed = fixed_attributes(present, self.can_design)
+        if fixed is None:
+            return None
         banned = {p for p in map(split_concept, absent) if p is not None}
         prompts = []
         for _ in range(count):

@@ -16,7 +16,7 @@ True
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from lightning_maia.errors import GrammarError
@@ -37,6 +37,20 @@ def split_concept(concept: str) -> tuple[str, str] | None:
     if not sep or not attribute.strip() or not value.strip():
         return None
     return attribute.strip(), value.strip()
+
+
+def fixed_attributes(
+    present: Iterable[str], designable: Callable[[str], bool] = lambda concept: True
+) -> dict[str, str] | None:
+    """The attribute values the ``present`` concepts fix; None when one is not
+    ``attribute=value``, is not ``designable``, or gives an attribute a second value."""
+    fixed: dict[str, str] = {}
+    for concept in present:
+        pair = split_concept(concept)
+        if pair is None or not designable(concept) or fixed.get(pair[0], pair[1]) != pair[1]:
+            return None
+        fixed[pair[0]] = pair[1]
+    return fixed
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:

@@ -33,7 +33,13 @@ from lightning_maia.tools.backends.base import ImageItem
 from lightning_maia.tools.realdata.colours import COLOUR_HUES
 from lightning_maia.tools.realdata.facts import FACTS, EditRecord
 from lightning_maia.tools.realdata.pixel_edits import recolour
-from lightning_maia.tools.realdata.queries import Query, format_change, format_query, parse_query
+from lightning_maia.tools.realdata.queries import (
+    Query,
+    fixed_attributes,
+    format_change,
+    format_query,
+    parse_query,
+)
 from lightning_maia.tools.realdata.queries import split_concept as _split
 from lightning_maia.tools.realdata.table import AttributeTable
 
@@ -123,13 +129,8 @@ class RetrievalDesigner:
         count: int,
         rng: np.random.Generator,
     ) -> list[str] | None:
-        fixed: dict[str, str] = {}
-        for concept in present:
-            pair = _split(concept)
-            if pair is None or fixed.get(pair[0], pair[1]) != pair[1]:
-                return None
-            fixed[pair[0]] = pair[1]
-        if not self._possible(fixed):
+        fixed = fixed_attributes(present)
+        if fixed is None or not self._possible(fixed):
             return None
         banned: dict[str, set[str]] = {}
         for concept in absent:
