@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -21,8 +21,6 @@ from lightning_maia.units import OUTPUT_LAYER, UnitSelection, find_layer, static
 
 log = logging.getLogger("lightning_maia")
 
-ON_ERROR = ("warn", "raise")
-OnError = Literal["warn", "raise"]
 #: What ``agent=`` accepts besides an agent object: the offline scientist by name.
 AGENT_NAMES = ("scientist",)
 

@@ -51,8 +51,6 @@ from lightning_maia.callbacks._experiment_setup import (
     train_dataset_at_setup,
 )
 from lightning_maia.callbacks._shared import (
-    ON_ERROR,
-    OnError,
     check_number,
     finished_epoch,
     log_figures,
@@ -62,6 +60,7 @@ from lightning_maia.callbacks._shared import (
     validation_dataset,
     with_autograd,
 )
+from lightning_maia.callbacks.options import ON_ERROR, OnError
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars, preprocess_for
 from lightning_maia.reporting.adapters import adapters_for

@@ -69,8 +69,6 @@ from lightning_maia.callbacks._experiment_setup import (
     train_dataset_at_setup,
 )
 from lightning_maia.callbacks._shared import (
-    ON_ERROR,
-    OnError,
     check_number,
     finished_epoch,
     log_figures,
@@ -79,6 +77,7 @@ from lightning_maia.callbacks._shared import (
     should_skip,
 )
 from lightning_maia.callbacks._shared import validation_dataset as _validation_dataset
+from lightning_maia.callbacks.options import ON_ERROR, OnError
 from lightning_maia.errors import ConfigurationError, MaiaError, bad_option
 from lightning_maia.exemplars import compute_exemplars, preprocess_for
 from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for

@@ -41,8 +41,6 @@ from lightning_maia.callbacks._experiment_setup import (
     train_dataset_at_setup,
 )
 from lightning_maia.callbacks._shared import (
-    ON_ERROR,
-    OnError,
     check_unit_indices,
     finished_epoch,
     log_figures,
@@ -53,6 +51,7 @@ from lightning_maia.callbacks._shared import (
     train_dataset,
     validation_dataset,
 )
+from lightning_maia.callbacks.options import ON_ERROR, OnError
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars, mask_images
 from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for
