@@ -1,4 +1,5 @@
-"""The lightning-maia command: bench writes JSON atomically, usage errors exit 2."""
+"""The lightning-maia command: bench writes JSON atomically (`all`: every file), usage errors
+exit 2."""
 
 from __future__ import annotations
 
@@ -47,3 +48,20 @@ def test_bench_exemplars_quick_writes_its_keys(tmp_path: Path) -> None:
     assert figures["units"] == 512
     assert len(figures["ratios"]) == 3
     assert figures["ratio_vs_inference"] == sorted(figures["ratios"])[1]
+
+
+def test_bench_all_writes_every_file_the_readme_quotes() -> None:
+    args = cli._build_parser().parse_args(["bench", "all", "--out", "benchmarks"])
+    jobs = {stem: (name, options["suite"]) for name, stem, options in cli._bench_jobs(args)}
+    from lightning_maia.bench import BENCHMARKS
+
+    assert set(jobs) == set(BENCHMARKS) | {"neurons_hard"}
+    assert jobs["neurons_hard"] == ("neurons", "hard")
+    assert jobs["neurons"] == ("neurons", "standard")
+
+
+def test_bench_one_name_runs_once_with_the_given_suite() -> None:
+    args = cli._build_parser().parse_args(["bench", "neurons", "--suite", "hard"])
+    assert [(n, s, o["suite"]) for n, s, o in cli._bench_jobs(args)] == [
+        ("neurons", "neurons", "hard")
+    ]
