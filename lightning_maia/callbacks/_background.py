@@ -6,8 +6,9 @@ Three things keep training from feeling the worker:
   forward runs before the last probed layer has fired); the rest of the model, its gradients
   and the optimizer state are not copied, and a forward on the copy stops there.
 - :func:`lower_worker_priority` runs the worker on one intra-op thread at a higher nice value.
-- :class:`BackgroundWorker` runs one study at a time; when fitting ends, only the study in
-  flight is waited for, and the ones not started are finished or returned as pending.
+- :class:`BackgroundWorker` runs one study at a time; fit end waits for none of them, and
+  teardown waits for the one in flight, then finishes the ones not started or cancels them
+  (the callback lists those as pending).
 """
 
 from __future__ import annotations
@@ -15,18 +16,22 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import copy
+import json
 import os
 import sys
 import threading
 import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from lightning_maia.callbacks._shared import detached_from_trainer
+from lightning_maia.exemplars import declared_denormalize
 from lightning_maia.units import OUTPUT_LAYER, find_layer
 
 #: Nice increment of the background worker thread (Linux): training keeps the cores it needs.
@@ -100,6 +105,27 @@ def probed_modules(model: nn.Module, layers: Sequence[str], inputs: Tensor) -> s
     return ran
 
 
+def probed_modules_on_item(
+    model: nn.Module,
+    layers: Sequence[str],
+    dataset: Dataset[Any],
+    preprocess: Callable[[Tensor], Tensor] | None,
+) -> set[str]:
+    """:func:`probed_modules` traced on the first item of ``dataset`` (through ``preprocess``
+    unless the data declare ``denormalize``, as the exemplar pass feeds it); the empty set (a
+    full copy) when the item cannot be fed this way."""
+    try:
+        item = dataset[0]
+        image = item[0] if isinstance(item, (tuple, list)) else item
+        device = next(iter(model.parameters()), torch.zeros(())).device
+        inputs = torch.as_tensor(image)[None].float().to(device)
+        if preprocess is not None and declared_denormalize(dataset) is None:
+            inputs = preprocess(inputs)
+        return probed_modules(model, layers, inputs)
+    except (IndexError, KeyError, TypeError, RuntimeError, ValueError):
+        return set()
+
+
 def _truncated_forward(model: nn.Module, layers: Sequence[str]) -> Callable[..., Any]:
     """``model.forward`` that stops once ``layers`` have run (returns None then)."""
     full = type(model).forward.__get__(model)
@@ -160,6 +186,20 @@ def _detached(model: nn.Module) -> Iterator[None]:
         yield
 
 
+def write_pending(path: Path, pending: list[dict[str, Any]]) -> Path:
+    """Write the studies skipped at teardown to ``path`` (atomically); with none, remove a list
+    an earlier fit left there, which is no longer true."""
+    if not pending:
+        path.unlink(missing_ok=True)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    reason = "fitting ended before these background studies started (unstarted='pending')"
+    partial.write_text(json.dumps({"reason": reason, "pending": pending}, indent=2) + "\n")
+    os.replace(partial, path)
+    return path
+
+
 @dataclass
 class Job(Generic[Result]):
     """A study handed to the worker: what it describes, and its future."""
@@ -188,14 +228,6 @@ class BackgroundWorker(Generic[Result]):
             done.append(self.jobs.pop(0))
         return done
 
-    def wait_in_flight(self) -> list[Job[Result]]:
-        """Wait for the job running now (if any), never for one not started; returns the jobs
-        done by then, in order."""
-        for job in self.jobs:
-            if job.future.running():
-                concurrent.futures.wait([job.future])
-        return self.finished()
-
     def cancel_unstarted(self) -> list[Job[Result]]:
         """Cancel the jobs not started yet and return them (their work was never done)."""
         cancelled = [job for job in self.jobs if job.future.cancel()]
@@ -203,7 +235,8 @@ class BackgroundWorker(Generic[Result]):
         return cancelled
 
     def finish_all(self) -> list[Job[Result]]:
-        """Run every job to its end; returns them, in order."""
+        """Wait for every job left (after :meth:`cancel_unstarted`: the one in flight); returns
+        them, in order."""
         concurrent.futures.wait([job.future for job in self.jobs])
         return self.finished()
 

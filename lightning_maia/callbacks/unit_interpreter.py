@@ -11,14 +11,11 @@ tables, images and an HTML report, and in background mode runs on a worker threa
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import pandas as pd
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import nn
@@ -38,8 +35,9 @@ from lightning_maia.analysis.interpretation import (
 from lightning_maia.callbacks._background import (
     BackgroundWorker,
     Job,
-    probed_modules,
+    probed_modules_on_item,
     probed_snapshot,
+    write_pending,
 )
 from lightning_maia.callbacks._experiment_setup import (
     ResolvedExperiments,
@@ -61,7 +59,7 @@ from lightning_maia.callbacks._shared import (
 from lightning_maia.callbacks.interpreter_options import Exemplars, Schedule, check_positive
 from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.errors import bad_option
-from lightning_maia.exemplars import compute_exemplars, declared_denormalize
+from lightning_maia.exemplars import compute_exemplars
 from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for
 from lightning_maia.units import UnitSelection, resolve_units
 
@@ -237,11 +235,10 @@ class UnitInterpreter(Callback):
             return
         worker, self._worker = self._worker, None
         try:
-            self._record_jobs(trainer, worker.wait_in_flight())
-            if self.unstarted == "finish":
-                self._record_jobs(trainer, worker.finish_all())
-            else:
-                self._write_pending(trainer, worker.cancel_unstarted())
+            # Skip what has not started first, so the worker cannot pick it up meanwhile.
+            skipped = worker.cancel_unstarted() if self.unstarted == "pending" else []
+            self._record_jobs(trainer, worker.finish_all())
+            self._write_pending(trainer, skipped)
         finally:
             worker.shutdown()
 
@@ -259,14 +256,12 @@ class UnitInterpreter(Callback):
     def interpreter(self) -> Interpreter:
         """The agent, task and backends a run uses now (after setup: as the designer chose)."""
         names = self.exemplars.class_names
+        task = TaskSpec(self.task, class_names=tuple(names or ()))
         return Interpreter(
-            self.agent, self._task(), self.generator, self.editor, self.describer,
+            self.agent, task, self.generator, self.editor, self.describer,
             self.exemplars.preprocess, names, self.seed, self.output.on_error,
             self.output.progress, self.concurrency,
         )  # fmt: skip
-
-    def _task(self) -> TaskSpec:
-        return TaskSpec(self.task, class_names=tuple(self.exemplars.class_names or ()))
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float] | None:
         given = self.exemplars.dataset
@@ -324,7 +319,8 @@ class UnitInterpreter(Callback):
         """A copy of the weights the probed layers depend on (found once, on one item)."""
         layers = [s.layer for s in self._selections]
         if self._probed is None:
-            self._probed = _probed_on_one_item(pl_module, layers, dataset, self.exemplars)
+            preprocess = self.exemplars.preprocess
+            self._probed = probed_modules_on_item(pl_module, layers, dataset, preprocess)
         return probed_snapshot(pl_module, layers, self._probed or None)
 
     # -- results ----------------------------------------------------------------------------
@@ -371,49 +367,24 @@ class UnitInterpreter(Callback):
         return {**result.summary(), "label_changes": float(changes)}
 
     def _write_pending(self, trainer: pl.Trainer, jobs: list[Job[Interpretation]]) -> None:
-        """List the background studies skipped at teardown in ``pending.json`` (atomically)."""
+        """List the background studies skipped at teardown in ``pending.json``."""
         root = (
             self._root if self._root is not None else output_root(trainer, self.output.output_dir)
         )
-        path = root / "pending.json"
         self.pending = [
             {"epoch": job.epoch, "units": list(self.units), "status": "pending"} for job in jobs
         ]
-        if not self.pending:
-            path.unlink(missing_ok=True)  # a list left by an earlier fit is no longer true
-            return
-        rank_zero_warn(
-            f"UnitInterpreter: fitting ended before the background studies of epochs "
-            f"{[job.epoch for job in jobs]} started; they are listed as pending in {path}"
-        )
-        root.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".json.partial")
-        reason = "fitting ended before the study started (unstarted='pending')"
-        partial.write_text(json.dumps({"reason": reason, "pending": self.pending}, indent=2))
-        os.replace(partial, path)
+        path = write_pending(root / "pending.json", self.pending)
+        if self.pending:
+            rank_zero_warn(
+                f"UnitInterpreter: fitting ended before the background studies of epochs "
+                f"{[job.epoch for job in jobs]} started; they are listed as pending in {path}"
+            )
 
     def drift_table(self) -> pd.DataFrame:
         """Every unit's label per run, with the runs where it changed marked."""
         rows = [{"unit": unit, **row} for unit, rows in self.history.items() for row in rows]
         return pd.DataFrame(rows, columns=["unit", "epoch", "label", "changed", "status", "score"])
-
-
-def _probed_on_one_item(
-    model: nn.Module, layers: list[str], dataset: Dataset[Any], exemplars: Exemplars
-) -> set[str]:
-    """The modules the probed layers depend on, traced on the first item of ``dataset``; the
-    empty set (a full copy) when the item cannot be fed this way."""
-    try:
-        item = dataset[0]
-        image = item[0] if isinstance(item, (tuple, list)) else item
-        inputs = torch.as_tensor(image)[None].float()
-        device = next(iter(model.parameters()), torch.zeros(())).device
-        inputs = inputs.to(device)
-        if exemplars.preprocess is not None and declared_denormalize(dataset) is None:
-            inputs = exemplars.preprocess(inputs)
-        return probed_modules(model, layers, inputs)
-    except (IndexError, KeyError, TypeError, RuntimeError, ValueError):
-        return set()
 
 
 __all__ = ["Exemplars", "Schedule", "UnitInterpreter"]
