@@ -127,12 +127,15 @@ def test_the_callback_exemplars_and_its_honest_counts(photos: ImageFolder, tmp_p
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+    from lightning_maia.callbacks.options import Output
+    from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
     from lightning_maia.recipes.loading import PlainModule
 
     model = PlainModule(convnet())
     interpreter = UnitInterpreter(
-        units=["1:0-1"], dataset=photos, k=3, preprocess=imagenet_preprocess(), progress=False
+        units=["1:0-1"],
+        exemplars=Exemplars(dataset=photos, k=3, preprocess=imagenet_preprocess()),
+        output=Output(progress=False),
     )
     trainer = pl.Trainer(
         default_root_dir=tmp_path, logger=False, callbacks=[interpreter], limit_val_batches=1,

@@ -118,7 +118,8 @@ def fit_once(
 
     from lightning_maia.agents.vlm_agent import VLMAgent
     from lightning_maia.bench.overhead import ShapesCNN
-    from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+    from lightning_maia.callbacks.options import Backends, Output
+    from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
     from lightning_maia.testing.chat_server import ChatServer, tool_call_reply
     from lightning_maia.testing.hostile import hostile_script
     from lightning_maia.tools.backends.vlm import VLMClient
@@ -142,11 +143,10 @@ def fit_once(
         )
         interpreter = UnitInterpreter(
             units=[f"features.3:0-{units - 1}"],
-            agent=agent,
-            k=4,
-            progress=False,
+            backends=Backends(agent=agent),
+            exemplars=Exemplars(k=4),
+            output=Output(output_dir=str(root / "maia"), progress=False),
             background=background,
-            output_dir=str(root / "maia"),
         )
         trainer = pl.Trainer(
             default_root_dir=root,
@@ -204,7 +204,8 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.bench.overhead import ShapesCNN
-from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.callbacks.options import Backends, Output
+from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
 from lightning_maia.testing.chat_server import ChatServer, text_reply
 from lightning_maia.tools.backends.vlm import VLMClient
 from lightning_maia.world import ShapesWorld
@@ -217,7 +218,8 @@ with ChatServer(answer, max_lifetime_s=600) as server:
     client = VLMClient(model="m", base_url=server.base_url, timeout=10, max_retries=0)
     agent = VLMAgent(client, mode="code", max_rounds=50, program_timeout_s=60,
                      program_max_steps=10**9)
-    interpreter = UnitInterpreter(units=["features.3:0"], agent=agent, k=4, progress=False)
+    interpreter = UnitInterpreter(units=["features.3:0"], backends=Backends(agent=agent),
+                                  exemplars=Exemplars(k=4), output=Output(progress=False))
     trainer = pl.Trainer(max_epochs=5, limit_train_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          num_sanity_val_steps=0, callbacks=[interpreter])

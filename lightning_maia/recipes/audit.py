@@ -23,11 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader
-
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.scientist_designers import (
@@ -37,7 +32,8 @@ from lightning_maia.agents.scientist_designers import (
 )
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.analysis.gates import evaluate_gates, parse_gate
-from lightning_maia.callbacks.unit_interpreter import Strategy, UnitInterpreter
+from lightning_maia.analysis.interpretation import Strategy, interpret_units
+from lightning_maia.callbacks.options import Backends
 from lightning_maia.errors import ConfigurationError, bad_option, closest_names
 from lightning_maia.image_folder import ImageFolder
 from lightning_maia.recipes.audit_tasks import TASK_FIGURES, AuditData, flagging_task, spurious_task
@@ -53,7 +49,7 @@ from lightning_maia.recipes.loading import (
     validation_loader,
 )
 from lightning_maia.reporting.audit_sections import AuditFindings, flagged_inputs
-from lightning_maia.reporting.html_report import UnitSection, write_report
+from lightning_maia.reporting.html_report import UnitSection, sections_from_toolbox, write_report
 from lightning_maia.reporting.junit import CheckResult, write_junit
 from lightning_maia.reporting.results_store import load_results, save_results
 from lightning_maia.tools.backends.vlm import VLMClient
@@ -202,23 +198,6 @@ def make_agent(options: AuditOptions) -> ScientistAgent | VLMAgent:
     return VLMAgent(client, mode="code" if options.agent == "vlm-code" else "tools")
 
 
-def _validate_with(
-    model: pl.LightningModule, loader: DataLoader[Any], callbacks: list[Callback], out: Path
-) -> pl.Trainer:
-    trainer = pl.Trainer(
-        default_root_dir=out,
-        logger=CSVLogger(out, name="logs"),
-        callbacks=callbacks,
-        accelerator="cpu",
-        devices=1,
-        limit_val_batches=1,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-    )
-    trainer.validate(model, dataloaders=loader, verbose=False)
-    return trainer
-
-
 def _label_drift(baseline: Path, sections: list[UnitSection]) -> tuple[int, int]:
     """How many units have a real description in both runs, and how many of those changed
     since ``baseline``; placeholders of undescribed or failed runs are never compared."""
@@ -335,25 +314,27 @@ def run_audit(options: AuditOptions) -> AuditOutcome:
     sections: list[UnitSection] = []
     if "interpret" in options.tasks:
         tic = time.perf_counter()
-        interpreter = UnitInterpreter(
-            units=options.units,
+        interpreted = interpret_units(
+            model,
+            data.loader.dataset,
+            options.units,
             strategy=options.strategy,
             max_units=options.max_units,
-            agent=state["agent"],
-            dataset=data.loader.dataset,
             k=options.k,
             class_names=class_names,
             preprocess=state["preprocess"],
-            generator=state["generator"],
-            editor=state["editor"],
-            describer=state["describer"],
-            designer=options.designer,
-            output_dir=str(out / "interpret"),
+            backends=Backends(
+                agent=state["agent"],
+                designer=options.designer,
+                generator=state["generator"],
+                editor=state["editor"],
+                describer=state["describer"],
+            ),
             seed=options.seed,
         )
-        _validate_with(model, data.loader, [interpreter], out)
-        sections = interpreter.sections
-        reports = interpreter.reports
+        sections = [sections_from_toolbox(run.report, run.toolbox) for run in interpreted.runs]
+        write_report(out / "interpret" / "report.html", sections, title="lightning-maia audit")
+        reports = interpreted.reports
         figures["units_described"] = float(sum(r.ok for r in reports))
         figures["units_undescribed"] = float(sum(r.status == "undescribed" for r in reports))
         figures["units_failed"] = float(sum(r.failed_run for r in reports))

@@ -22,8 +22,9 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
+from lightning_maia.callbacks.options import Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
-from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.callbacks.unit_interpreter import Exemplars, Schedule, UnitInterpreter
 from lightning_maia.recipes.shapes_backbone import (
     CLASSIFIER_FEATURE_LAYER,
     BackboneConfig,
@@ -89,12 +90,10 @@ def run_demo(
         units=units,
         strategy="top_active",
         max_units=size.units_described,
-        when="fit_end",
-        dataset=splits["val"],
-        class_names=class_names,
-        output_dir=str(out / "interpret"),
+        schedule=Schedule(when="fit_end"),
+        exemplars=Exemplars(dataset=splits["val"], class_names=class_names),
+        output=Output(output_dir=str(out / "interpret"), progress=progress),
         seed=seed,
-        progress=progress,
     )
     remover = SpuriousFeatureRemover(
         k=size.units_judged,

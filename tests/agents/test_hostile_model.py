@@ -28,7 +28,8 @@ from lightning_maia.agents.sandbox import run_program
 from lightning_maia.agents.sandbox_worker import ProgramWorker
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
-from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.callbacks.options import Backends, Output
+from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
 from lightning_maia.subject import Subject
 from lightning_maia.testing.chat_server import ChatServer, tool_calls_reply
 from lightning_maia.testing.hostile import C_LEVEL_PROGRAMS, hostile_script
@@ -205,11 +206,10 @@ def _fit(tmp_path: Path, scenario: str, mode: str, background: bool) -> list[Uni
         )
         interpreter = UnitInterpreter(
             units=["features.2:0-1"],
-            agent=agent,
-            k=4,
-            progress=False,
+            backends=Backends(agent=agent),
+            exemplars=Exemplars(k=4),
+            output=Output(output_dir=str(output), progress=False),
             background=background,
-            output_dir=str(output),
         )
         train, val = shapes_loaders(train=32, val=32)
         trainer = pl.Trainer(
@@ -329,7 +329,8 @@ SIGTERM_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from helpers.lightning_models import ShapesClassifier, shapes_loaders
     from lightning_maia.agents.vlm_agent import VLMAgent
-    from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+    from lightning_maia.callbacks.options import Backends, Output
+    from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
     from lightning_maia.testing.chat_server import ChatServer, text_reply
     from lightning_maia.tools.backends.vlm import VLMClient
 
@@ -341,7 +342,8 @@ SIGTERM_SCRIPT = textwrap.dedent(
         client = VLMClient(model="m", base_url=server.base_url, timeout=10, max_retries=0)
         agent = VLMAgent(client, mode="code", max_rounds=50, program_timeout_s=60,
                          program_max_steps=10**9)
-        interpreter = UnitInterpreter(units=["features.2:0"], agent=agent, k=4, progress=False)
+        interpreter = UnitInterpreter(units=["features.2:0"], backends=Backends(agent=agent),
+                                      exemplars=Exemplars(k=4), output=Output(progress=False))
         train, val = shapes_loaders(train=32, val=32)
         trainer = pl.Trainer(max_epochs=3, limit_train_batches=1, logger=False,
                              enable_checkpointing=False, enable_progress_bar=False,

@@ -21,7 +21,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_maia.agents.response_cache import CachedChat
 from lightning_maia.agents.vlm_agent import VLMAgent
-from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.callbacks.options import Backends, Output
+from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
 from lightning_maia.testing.chat_server import (
     ChatServer,
     error_reply,
@@ -111,7 +112,10 @@ def _fit(tmp_path: Path, server: ChatServer, mode: str) -> tuple[UnitInterpreter
     )
     agent = VLMAgent(client, mode=mode, max_rounds=3, cache_dir=cache)
     interpreter = UnitInterpreter(
-        units=["features.2:0-1"], agent=agent, k=4, progress=False, output_dir=str(output)
+        units=["features.2:0-1"],
+        backends=Backends(agent=agent),
+        exemplars=Exemplars(k=4),
+        output=Output(output_dir=str(output), progress=False),
     )
     train, val = shapes_loaders(val=32)
     trainer = pl.Trainer(

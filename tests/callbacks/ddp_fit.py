@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
+from lightning_maia.callbacks.options import Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
 from lightning_maia.recipes.shapes_backbone import ShapesBackbone, ShapesBackboneClassifier
@@ -91,7 +92,7 @@ def main(strategy: str, out: Path) -> None:
         strategy=strategy if distributed else "auto",
         logger=CSVLogger(out),
         callbacks=[
-            UnitInterpreter(units=["backbone.pool:0-3"], progress=False),
+            UnitInterpreter(units=["backbone.pool:0-3"], output=Output(progress=False)),
             SpuriousFeatureRemover(k=4, remedy="erase", progress=False),
             MisclassificationFlagger(),
             Collect(out),

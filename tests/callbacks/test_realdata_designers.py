@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_maia.analysis.masked_head import MaskedHead
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
+from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
-from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.callbacks.unit_interpreter import Schedule, UnitInterpreter
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.recipes.tinted_digits import TintedDigitsClassifier, TintedDigitsDataModule
 
@@ -112,8 +113,9 @@ def test_the_interpreter_describes_real_units_with_the_retrieval_designer(
     tmp_path: Path, data: TintedDigitsDataModule
 ) -> None:
     interpreter = UnitInterpreter(
-        units=["backbone.pool:*"], strategy="top_active", max_units=2, when="fit_end",
-        designer="retrieval", progress=False,
+        units=["backbone.pool:*"], strategy="top_active", max_units=2,
+        schedule=Schedule(when="fit_end"), backends=Backends(designer="retrieval"),
+        output=Output(progress=False),
     )  # fmt: skip
     _fit(tmp_path, [interpreter], data, epochs=1)
     assert len(interpreter.reports) == 2

@@ -21,7 +21,9 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_maia.agents.scientist import ScientistAgent
-from lightning_maia.callbacks.unit_interpreter import DESCRIBE_HINT, UnitInterpreter
+from lightning_maia.analysis.interpretation import DESCRIBE_HINT
+from lightning_maia.callbacks.options import Backends, Output
+from lightning_maia.callbacks.unit_interpreter import Exemplars, Schedule, UnitInterpreter
 from lightning_maia.errors import ConfigurationError, UnitSpecError
 from lightning_maia.world import ShapesWorld
 
@@ -45,7 +47,11 @@ def trainer(tmp_path: Path, callbacks, epochs: int = 2, **kwargs) -> pl.Trainer:
 def test_describes_units_every_epoch_and_logs_everything(tmp_path: Path) -> None:
     train, val = shapes_loaders()
     interpreter = UnitInterpreter(
-        units=["features.2:*"], strategy="top_active", max_units=2, k=6, progress=False
+        units=["features.2:*"],
+        strategy="top_active",
+        max_units=2,
+        exemplars=Exemplars(k=6),
+        output=Output(progress=False),
     )
     run = trainer(tmp_path, [interpreter])
     run.fit(ShapesClassifier(), train, val)
@@ -78,7 +84,11 @@ def test_describes_units_every_epoch_and_logs_everything(tmp_path: Path) -> None
 def test_top_active_picks_the_units_with_highest_mean_activation(tmp_path: Path) -> None:
     train, val = shapes_loaders(val=64)
     interpreter = UnitInterpreter(
-        units=["features.2:*"], strategy="top_active", max_units=3, k=4, progress=False
+        units=["features.2:*"],
+        strategy="top_active",
+        max_units=3,
+        exemplars=Exemplars(k=4),
+        output=Output(progress=False),
     )
     model = ShapesClassifier()
     trainer(tmp_path, [interpreter], epochs=1).fit(model, train, val)
@@ -92,7 +102,7 @@ def test_top_active_picks_the_units_with_highest_mean_activation(tmp_path: Path)
 
 def test_fast_dev_run_skips(tmp_path: Path) -> None:
     train, val = shapes_loaders()
-    interpreter = UnitInterpreter(units=["features.2:0"], progress=False)
+    interpreter = UnitInterpreter(units=["features.2:0"], output=Output(progress=False))
     pl.Trainer(
         default_root_dir=tmp_path,
         fast_dev_run=True,
@@ -133,10 +143,12 @@ def test_channels_a_layer_lacks_fail_before_training(tmp_path: Path, spec: str, 
 
 
 def test_the_agent_by_name_or_an_object_else_refused() -> None:
-    assert isinstance(UnitInterpreter(units=["x:0"], agent="scientist").agent, ScientistAgent)
+    assert isinstance(
+        UnitInterpreter(units=["x:0"], backends=Backends(agent="scientist")).agent, ScientistAgent
+    )
     for agent in ("gpt-4o", 3):
         with pytest.raises(ConfigurationError, match=r"`agent` can be an agent object .* got "):
-            UnitInterpreter(units=["x:0"], agent=agent)
+            UnitInterpreter(units=["x:0"], backends=Backends(agent=agent))
 
 
 def test_lightning_cli_lists_the_choices_of_an_option(
@@ -174,22 +186,40 @@ trainer:
         ({"units": 5}, r"`units` can be a list of unit specs such as \['layer4:0-9'\], got 5"),
         ({"units": ["a:0", 5]}, "`units` can be a list of unit specs"),
         ({"strategy": "loudest"}, "`strategy` can be top_active, most_changed, random or None"),
-        ({"when": "always"}, "`when` can be validation or fit_end, got 'always'"),
-        ({"on_error": "ignore"}, "`on_error` can be warn or raise"),
-        ({"every_n_epochs": 0}, "`every_n_epochs` can be a positive integer, got 0"),
+        (
+            {"schedule": lambda: Schedule(when="always")},
+            "`when` can be validation or fit_end, got 'always'",
+        ),
+        (
+            {"output": lambda: Output(on_error="ignore")},
+            r"`on_error` can be one of \('warn', 'raise'\)",
+        ),
+        (
+            {"schedule": lambda: Schedule(every_n_epochs=0)},
+            "`every_n_epochs` can be a positive integer, got 0",
+        ),
+        ({"exemplars": lambda: Exemplars(k=0)}, "`k` can be a positive integer, got 0"),
+        ({"max_units": 0}, "`max_units` can be a positive integer, got 0"),
+        ({"unstarted": "drop"}, "`unstarted` can be finish or pending, got 'drop'"),
     ],
 )
 def test_bad_options_are_named(kwargs: dict, match: str) -> None:
-    arguments = {"units": ["features.2:0"], **kwargs}
+    def build() -> UnitInterpreter:
+        # An option group fails as it is built, before the callback sees it.
+        built = {name: value() if callable(value) else value for name, value in kwargs.items()}
+        return UnitInterpreter(**{"units": ["features.2:0"], **built})
+
     with pytest.raises(ConfigurationError, match=match):
-        UnitInterpreter(**arguments)
+        build()
 
 
 @pytest.mark.slow
 def test_drift_marks_when_a_label_flips(tmp_path: Path) -> None:
     val = DataLoader(ShapesWorld(size=128, seed=5, split="val"), batch_size=64)
     train = DataLoader(ShapesWorld(size=8, seed=6), batch_size=8)
-    interpreter = UnitInterpreter(units=["neurons:0"], k=8, progress=False)
+    interpreter = UnitInterpreter(
+        units=["neurons:0"], exemplars=Exemplars(k=8), output=Output(progress=False)
+    )
     trainer(tmp_path, [interpreter], epochs=2, limit_train_batches=1).fit(
         SwitchingNeurons(), train, val
     )
@@ -205,9 +235,13 @@ def test_drift_marks_when_a_label_flips(tmp_path: Path) -> None:
 def test_history_survives_resume(tmp_path: Path) -> None:
     train, val = shapes_loaders(val=48)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    first = UnitInterpreter(units=["features.2:0"], k=4, progress=False)
+    first = UnitInterpreter(
+        units=["features.2:0"], exemplars=Exemplars(k=4), output=Output(progress=False)
+    )
     trainer(tmp_path, [first, checkpoint], epochs=1).fit(ShapesClassifier(), train, val)
-    resumed = UnitInterpreter(units=["features.2:0"], k=4, progress=False)
+    resumed = UnitInterpreter(
+        units=["features.2:0"], exemplars=Exemplars(k=4), output=Output(progress=False)
+    )
     trainer(tmp_path, [resumed], epochs=2).fit(
         ShapesClassifier(), train, val, ckpt_path=tmp_path / "ckpt" / "last.ckpt"
     )
@@ -216,7 +250,9 @@ def test_history_survives_resume(tmp_path: Path) -> None:
 
 def test_undescribable_data_logs_exemplars_and_says_what_to_configure(tmp_path: Path) -> None:
     noise = TensorDataset(torch.rand(40, 3, 32, 32), torch.randint(0, 9, (40,)))
-    interpreter = UnitInterpreter(units=["features.2:0-1"], k=4, progress=False)
+    interpreter = UnitInterpreter(
+        units=["features.2:0-1"], exemplars=Exemplars(k=4), output=Output(progress=False)
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer(tmp_path, [interpreter], epochs=2).fit(

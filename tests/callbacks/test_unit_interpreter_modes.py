@@ -12,7 +12,8 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_maia.agents.vlm_agent import VLMAgent
-from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.callbacks.options import Backends, Output
+from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
 from lightning_maia.testing.chat_server import ChatServer, tool_call_reply
 from lightning_maia.tools.backends.vlm import VLMClient
 
@@ -27,7 +28,11 @@ def test_background_mode_logs_results_when_ready_and_joins_at_fit_end(tmp_path: 
             VLMClient(model="stub", base_url=server.base_url, timeout=5, max_retries=0)
         )
         interpreter = UnitInterpreter(
-            units=["features.2:0-1"], agent=agent, background=True, k=4, progress=False
+            units=["features.2:0-1"],
+            backends=Backends(agent=agent),
+            exemplars=Exemplars(k=4),
+            output=Output(progress=False),
+            background=True,
         )
         train, val = shapes_loaders(val=48)
         trainer = pl.Trainer(
@@ -49,14 +54,16 @@ def test_background_mode_logs_results_when_ready_and_joins_at_fit_end(tmp_path: 
     assert [r.label for r in interpreter.reports] == ["edges", "edges"]
     metrics = pd.read_csv(Path(trainer.logger.log_dir) / "metrics.csv")
     assert metrics["maia/units_described"].dropna().tolist() == [2.0, 2.0]
-    assert interpreter._executor is None  # the worker was shut down at teardown
+    assert interpreter._worker is None  # the worker was shut down at teardown
 
 
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_ddp_two_processes_rank_zero_runs_the_agent(tmp_path: Path) -> None:
     interpreter = UnitInterpreter(
-        units=["features.2:0"], k=4, progress=False, output_dir=str(tmp_path / "maia")
+        units=["features.2:0"],
+        exemplars=Exemplars(k=4),
+        output=Output(output_dir=str(tmp_path / "maia"), progress=False),
     )
     train, val = shapes_loaders(train=64, val=64, batch_size=16)
     trainer = pl.Trainer(
@@ -96,7 +103,9 @@ trainer:
         units: ["features.2:0-3"]
         strategy: random
         max_units: 2
-        k: 5
+        exemplars: {{k: 5}}
+        schedule: {{every_n_epochs: 2}}
+        output: {{on_error: raise}}
         seed: 3
 """
     )
@@ -112,6 +121,8 @@ trainer:
         interpreter.units,
         interpreter.strategy,
         interpreter.max_units,
-        interpreter.k,
+        interpreter.exemplars.k,
         interpreter.seed,
     ) == (["features.2:0-3"], "random", 2, 5, 3)
+    assert interpreter.schedule.every_n_epochs == 2
+    assert interpreter.output.on_error == "raise"

@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from lightning_maia.callbacks import unit_interpreter
+from lightning_maia.callbacks import _background
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
@@ -18,8 +18,8 @@ def test_worker_priority_is_lowered_in_the_worker_thread_only() -> None:
     seen: dict[str, int] = {}
 
     def worker() -> None:
-        unit_interpreter._lower_worker_priority()
-        unit_interpreter._lower_worker_priority()  # a second run does not lower it again
+        _background.lower_worker_priority()
+        _background.lower_worker_priority()  # a second run does not lower it again
         seen["threads"] = torch.get_num_threads()
         seen["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
 
@@ -27,9 +27,9 @@ def test_worker_priority_is_lowered_in_the_worker_thread_only() -> None:
     thread.start()
     thread.join()
     assert seen["threads"] == 1
-    assert seen["nice"] == min(nice + unit_interpreter.WORKER_NICE, 19)
+    assert seen["nice"] == min(nice + _background.WORKER_NICE, 19)
     # The training (main) thread keeps its threads and priority.
     assert torch.get_num_threads() == threads
     assert os.getpriority(os.PRIO_PROCESS, 0) == nice
-    unit_interpreter._lower_worker_priority()  # on the main thread: nothing
+    _background.lower_worker_priority()  # on the main thread: nothing
     assert torch.get_num_threads() == threads and os.getpriority(os.PRIO_PROCESS, 0) == nice
