@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from lightning_maia.errors import ConfigurationError, bad_option
 from lightning_maia.world.provenance import (
     ID_SEPARATOR,
+    TRANSFORMED,
     ImageFacts,
     ProvenanceStore,
     image_key,
@@ -232,7 +233,7 @@ class ProceduralDataset(Dataset[Any]):
         ``transform``) its origin alone, since a transformed image is not the scene's rendering."""
         index = self._check_index(index)
         if self.transform is not None:
-            return ImageFacts(None, f"{self.origin(index)} after its transform")
+            return ImageFacts(None, self.origin(index) + TRANSFORMED)
         return ImageFacts(self.scene(index), self.origin(index))
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
@@ -245,7 +246,7 @@ class ProceduralDataset(Dataset[Any]):
             image = self.transform(image)
             # A transform that changed the pixels made a new image: known by origin, no scene.
             if _is_image(image) and image_key(image) != key:
-                self.store.register(image, None, f"{self.origin(index)} after its transform")
+                self.store.register(image, None, self.origin(index) + TRANSFORMED)
         if self.sample_ids:
             return image, label, self.sample_id(index)
         return image, label

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_maia.errors import ConfigurationError, bad_option
-from lightning_maia.world.provenance import ProvenanceStore, image_key, resolve_store
+from lightning_maia.world.provenance import TRANSFORMED, ProvenanceStore, image_key, resolve_store
 from lightning_maia.world.render import render_scene
 from lightning_maia.world.scene import ATTRIBUTES, Concept, Scene
 from lightning_maia.world.vocabulary import NAMED_BACKGROUNDS, SIZES
@@ -337,10 +337,14 @@ class SyntheticNeuronLayer(nn.Module):
         facts = self.store.facts(image)
         if facts is not None and facts.scene is None:
             raise ConfigurationError(
-                f"synthetic neurons only answer renderings of procedural scenes, and this image "
-                f"({facts.origin or 'registered without a scene'}) is not one (a dataset "
-                "transform makes a new image): read the dataset without `transform`, so that "
-                "the neurons see the rendering"
+                "synthetic neurons only answer renderings of procedural scenes, and this image "
+                f"({facts.origin or 'registered without a scene'}) is not one"
+                + (
+                    ": a dataset transform makes a new image; read the dataset without "
+                    "`transform`, so that the neurons see the rendering"
+                    if facts.origin.endswith(TRANSFORMED)
+                    else ""
+                )
             )
         if facts is None or facts.scene is None:
             raise ConfigurationError(

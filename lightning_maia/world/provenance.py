@@ -60,6 +60,8 @@ from lightning_maia.world.scene import Scene
 
 #: Separates a sample id's source from its index: ``<source>#<index>``.
 ID_SEPARATOR = "#"
+#: Ends the origin of a dataset item that went through the dataset's ``transform``.
+TRANSFORMED = " after its transform"
 
 
 @dataclass(frozen=True)
@@ -251,11 +253,14 @@ class ProvenanceStore:
         ids = [str(sample_id) for sample_id in sample_ids]
         if len(ids) != len(images):
             raise bad_option("sample_ids", f"one id per image ({len(images)})", len(ids))
+        sources: dict[str, ProvenanceSource] = {}
         for image, sample_id in zip(images, ids, strict=True):
             source_id, separator, index = sample_id.rpartition(ID_SEPARATOR)
             if not separator or not index.isdigit():
                 raise bad_option("sample_ids", "ids of the form '<source>#<index>'", sample_id)
-            self.admit_item(image, self.source(source_id), int(index))
+            if source_id not in sources:
+                sources[source_id] = self.source(source_id)
+            self.admit_item(image, sources[source_id], int(index))
 
     def admit_item(self, image: Tensor, source: ProvenanceSource, index: int) -> None:
         """Register ``image`` as item ``index`` of ``source`` (unless known with a scene)."""
