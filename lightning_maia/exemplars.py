@@ -15,6 +15,11 @@ normalised model inputs instead declare ``denormalize`` (an attribute of the dat
 or the argument): the model then sees the items as they are, and :meth:`ExemplarResult.images`
 returns ``denormalize(item)`` so that every picture is right.
 
+Procedural data read by DataLoader workers (``num_workers > 0``) keep their provenance: the pass
+admits each batch into the dataset's provenance store by the items' sample ids (dataset and
+index, see :mod:`lightning_maia.world.provenance`) before the model sees it, so synthetic
+neurons find the scenes that the workers rendered.
+
 Under DDP each rank reads a strided shard; the partial results merge into what one process
 gives (ties in activation go to the lower dataset index, so the merge is order-independent).
 
@@ -52,6 +57,11 @@ from lightning_maia.recording import REDUCTIONS, ActivationRecorder, TokenLayout
 from lightning_maia.sketch import QuantileSketch
 from lightning_maia.subject import Preprocess, Subject
 from lightning_maia.units import Unit, UnitSelection, resolve_units
+from lightning_maia.world.provenance import (
+    ProvenanceSource,
+    ProvenanceStore,
+    is_provenance_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +384,40 @@ def _ordered_batches(
         start += count
 
 
+def _provenance_source(
+    dataset: Dataset[Any],
+) -> tuple[ProvenanceSource, ProvenanceStore, Callable[[int], int]] | None:
+    """The procedural dataset under ``dataset`` (through any ``Subset``), its store and the map
+    from ``dataset``'s indices to its own; None for data without procedural provenance."""
+    maps: list[Sequence[int]] = []
+    while isinstance(dataset, torch.utils.data.Subset):
+        maps.append(dataset.indices)
+        dataset = dataset.dataset
+    store = getattr(dataset, "store", None)
+    if not is_provenance_source(dataset) or not isinstance(store, ProvenanceStore):
+        return None
+
+    def base_index(index: int) -> int:
+        for indices in maps:
+            index = int(indices[index])
+        return index
+
+    return dataset, store, base_index
+
+
+def _admit(
+    provenance: tuple[ProvenanceSource, ProvenanceStore, Callable[[int], int]],
+    images: Tensor,
+    dataset_indices: Tensor,
+) -> None:
+    """Register images a DataLoader worker rendered, as the items their indices name."""
+    source, store, base_index = provenance
+    if images.dim() != 4 or images.shape[1] != 3:
+        return
+    for image, index in zip(images, dataset_indices.tolist(), strict=True):
+        store.admit_item(image, source, base_index(int(index)))
+
+
 def _batch_len(batch: Any) -> int:
     if isinstance(batch, Tensor):
         return len(batch)
@@ -673,12 +717,17 @@ def _stream(
         disable=not progress or not _is_global_zero(),
         leave=False,
     )
+    # Workers register what they render in their own memory: admit their items here.
+    provenance = _provenance_source(dataset) if num_workers > 0 else None
     try:
         with recorder, torch.inference_mode(), autocast, bar:
             for dataset_indices, batch in _ordered_batches(
                 dataset, batch_size, num_workers, collate_fn
             ):
-                inputs = batch_to_images(batch).to(device)
+                inputs = batch_to_images(batch)
+                if provenance is not None:
+                    _admit(provenance, inputs, dataset_indices)
+                inputs = inputs.to(device)
                 model(preprocess(inputs) if preprocess is not None else inputs)
                 for selection in selections:
                     record = recorder.records[selection.layer]

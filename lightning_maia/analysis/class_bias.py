@@ -49,7 +49,7 @@ from lightning_maia.tools.backends.base import (
 )
 from lightning_maia.tools.backends.procedural import ProceduralDescriber
 from lightning_maia.tools.toolbox import Toolbox
-from lightning_maia.world.provenance import PROVENANCE
+from lightning_maia.world.provenance import ProvenanceStore, resolve_store
 from lightning_maia.world.scene import Scene
 from lightning_maia.world.subgroups import PlantedSubgroup
 
@@ -186,6 +186,7 @@ def audit_class_bias(
     images_per_value: int = 12,
     seed: int = 0,
     on_error: str = "warn",
+    store: ProvenanceStore | None = None,
 ) -> ClassBiasAudit:
     """Run the ``class_bias`` task on the probability of each class in ``classes`` (default:
     all) and collect the low-scoring subgroups.
@@ -208,6 +209,8 @@ def audit_class_bias(
         seed: seeds the agent's choices.
         on_error: ``warn`` (a failed report for a class the agent could not audit) or
             ``raise``.
+        store: the provenance store of the toolboxes and their default backends (default: the
+            default store); backends given must hold the same one.
     """
     if on_error not in ON_ERROR:
         raise bad_option("on_error", " or ".join(ON_ERROR), on_error)
@@ -236,6 +239,7 @@ def audit_class_bias(
             describer=describer,
             image_size=image_size,
             seed=seed,
+            store=store,
         )
         task = TaskSpec(
             "class_bias",
@@ -330,12 +334,16 @@ def dataset_concepts(dataset: Dataset[Any], indices: Sequence[int]) -> list[froz
 
 
 def described_concepts(
-    images: Tensor, describer: ImageDescriber | None = None
+    images: Tensor,
+    describer: ImageDescriber | None = None,
+    store: ProvenanceStore | None = None,
 ) -> list[frozenset[str]]:
     """Concepts of display images (N, 3, H, W) in [0, 1], from a describer's words for each whole
-    image (procedural by default: it reads the registered scene behind each image)."""
+    image (procedural by default: it reads the scene behind each image registered in ``store``,
+    default: the default provenance store)."""
     describer = describer or ProceduralDescriber()
-    items = [ImageItem(image, PROVENANCE.lookup(image)) for image in images]
+    found = resolve_store(store)
+    items = [ImageItem(image, found.lookup(image)) for image in images]
     descriptions = describer.describe(items, [None] * len(items))
     return [frozenset(d.concepts) for d in descriptions]
 

@@ -3,9 +3,9 @@
 The erasure remedy projects out the directions along which features move when an edit changes
 only the spurious attribute. An edit counts when its images say so: procedural images by their
 scenes (every other attribute equal), real images by the
-:class:`~lightning_maia.tools.realdata.facts.EditRecord` their edit registered (before, after,
-attribute, from-value, to-value), whatever made it — a recolour, a retrieved counterpart, a
-background swap.
+:class:`~lightning_maia.world.provenance.EditRecord` their edit registered in the toolbox's
+provenance store (before, after, attribute, from-value, to-value), whatever made it — a
+recolour, a retrieved counterpart, a background swap.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from lightning_maia.errors import MaiaError, ToolError
 from lightning_maia.subject import Preprocess, Subject
-from lightning_maia.tools.realdata.facts import FACTS, EditRecord
 from lightning_maia.tools.toolbox import Toolbox
+from lightning_maia.world.provenance import EditRecord
 
 
 def counterfactual_deltas(
@@ -35,7 +35,7 @@ def counterfactual_deltas(
 
     Every (original, edited) pair in the toolboxes' image stores counts once when it changed
     ``attribute`` alone: procedural images by their scenes, real images by the
-    :class:`~lightning_maia.tools.realdata.facts.EditRecord` their edit registered (a recolour,
+    :class:`~lightning_maia.world.provenance.EditRecord` their edit registered (a recolour,
     a retrieved counterpart, ...). ``edits`` adds pairs made outside the agent's runs. The
     features are the whole ``layer``.
     """
@@ -69,7 +69,7 @@ def edit_pairs(toolboxes: Sequence[Toolbox], attribute: str) -> list[tuple[Tenso
             if parent.scene is not None and stored.scene is not None:
                 changed_alone = _only_changed(parent.scene, stored.scene, attribute)
             else:
-                facts = FACTS.lookup(stored.image)
+                facts = toolbox.store.facts(stored.image)
                 record = facts.edit if facts is not None else None
                 changed_alone = (
                     record is not None

@@ -2,7 +2,8 @@
 
 Ids are short and predictable (``exemplar-3``, ``gen-7``, ``edit-2``, ``mask-5``) so an agent
 can pass the output of one tool into another, and a replay of the same calls gives the same ids.
-An image from the procedural world carries its scene (looked up by content when not given).
+An image from the procedural world carries its scene (looked up by content in the toolbox's
+provenance store when not given).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from lightning_maia.errors import UnknownImageError
 from lightning_maia.tools.backends.base import ImageItem
-from lightning_maia.world.provenance import PROVENANCE
+from lightning_maia.world.provenance import ProvenanceStore, resolve_store
 from lightning_maia.world.scene import Scene
 
 _PREFIX = {"exemplar": "exemplar", "text2image": "gen", "edit": "edit", "mask": "mask"}
@@ -55,9 +56,11 @@ class StoredImage:
 
 
 class ImageStore:
-    """All images of one toolbox, by id."""
+    """All images of one toolbox, by id; scenes not given are read from ``store`` (default: the
+    default provenance store)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: ProvenanceStore | None = None) -> None:
+        self.store = resolve_store(store)
         self._images: dict[str, StoredImage] = {}
         self._counters: dict[str, int] = {}
 
@@ -68,7 +71,7 @@ class ImageStore:
         image_id = f"{_PREFIX[source]}-{self._counters[source]}"
         stored = StoredImage(id=image_id, image=image, source=source, **provenance)  # type: ignore[arg-type]
         if stored.scene is None:
-            stored.scene = PROVENANCE.lookup(image)
+            stored.scene = self.store.lookup(image)
         self._images[image_id] = stored
         return stored
 

@@ -53,6 +53,7 @@ from lightning_maia.tools.results import (
     UnitCall,
 )
 from lightning_maia.units import Unit, parse_unit_spec
+from lightning_maia.world.provenance import ProvenanceStore, resolve_store
 
 #: The tools an agent may call, in the order they are offered.
 TOOL_NAMES: tuple[str, ...] = (
@@ -105,6 +106,9 @@ class Toolbox:
         max_images: a bound on the images the toolbox may hold, exemplars included (None: no
             bound); a call that would pass it is a ToolError. Agents lower it to their
             per-episode image budget.
+        store: the provenance store the toolbox reads scenes and edit records from, and its
+            default procedural backends write to (default: the default store). Backends given
+            here that hold a store (``.store``) must hold this one.
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class Toolbox:
         display_transform: Callable[[Tensor], Tensor] | None = None,
         max_images_per_call: int = 32,
         max_images: int | None = None,
+        store: ProvenanceStore | None = None,
     ) -> None:
         self.subject = subject
         self.unit = _as_unit(unit)
@@ -140,8 +145,23 @@ class Toolbox:
         self._exemplar_result = exemplars
         self._exemplar_data = exemplar_data
         self.k = k
-        self.generator: ImageGenerator = generator or ProceduralGenerator()
-        self.editor: ImageEditor = editor or ProceduralEditor()
+        self.store = resolve_store(store)
+        for role, backend in (
+            ("generator", generator),
+            ("editor", editor),
+            ("describer", describer),
+            ("summarizer", summarizer),
+        ):
+            held = getattr(backend, "store", None)
+            if isinstance(held, ProvenanceStore) and held is not self.store:
+                raise bad_option(
+                    role,
+                    "a backend bound to the toolbox's provenance store (give both the same "
+                    "`store=`)",
+                    f"{type(backend).__name__} bound to another store",
+                )
+        self.generator: ImageGenerator = generator or ProceduralGenerator(self.store)
+        self.editor: ImageEditor = editor or ProceduralEditor(self.store)
         self.describer: ImageDescriber = describer or ProceduralDescriber()
         self.summarizer: ImageSummarizer = summarizer or (
             describer if isinstance(describer, ImageSummarizer) else ProceduralDescriber()
@@ -151,7 +171,7 @@ class Toolbox:
         self.display_transform = display_transform or (lambda images: images.clamp(0.0, 1.0))
         self.max_images_per_call = max_images_per_call
         self.max_images = max_images
-        self.images = ImageStore()
+        self.images = ImageStore(self.store)
         self.experiments: list[Experiment] = []
         self.usage = Usage()
         self._exemplars: list[ExemplarImage] | None = None

@@ -15,8 +15,9 @@ from lightning_maia.world.neurons import (
 )
 from lightning_maia.world.provenance import (
     PROVENANCE,
-    ProvenanceEntry,
-    ProvenanceRegistry,
+    EditRecord,
+    ImageFacts,
+    ProvenanceStore,
     image_key,
     render_and_register,
 )
@@ -42,11 +43,12 @@ __all__ = [
     "Background",
     "BiasedShapes",
     "Concept",
+    "EditRecord",
+    "ImageFacts",
     "NeuronSpec",
     "PlantedSubgroup",
     "ProceduralDataset",
-    "ProvenanceEntry",
-    "ProvenanceRegistry",
+    "ProvenanceStore",
     "Rendering",
     "Scene",
     "SceneObject",

@@ -5,11 +5,15 @@ float32 ``(3, H, W)`` image in [0, 1] and an int class label. Item ``i`` depends
 ``(seed, split, i)`` -- its scene is drawn from ``np.random.default_rng([seed, split_offset, i])``
 -- so two instances with the same arguments agree item by item, in any order, in any process.
 
-Each rendered item is registered in :data:`~lightning_maia.world.provenance.PROVENANCE` with an
-origin such as ``"ShapesWorld[seed=0,split=train][17]"``, so tools and synthetic neurons can
-read the scene behind an image. Registration happens in the process that renders: read these
-datasets with ``num_workers=0`` wherever provenance is needed, and apply ``transform`` only after
-provenance-based tools have seen the image (a transformed image is a new image).
+Each rendered item is registered in the dataset's provenance store (``store=``, by default
+:data:`~lightning_maia.world.provenance.PROVENANCE`) with an origin such as
+``"ShapesWorld[seed=0,split=train][17]"``, so tools and synthetic neurons can read the scene
+behind an image. Registration happens in the process that renders; for DataLoader workers every
+item also has a worker-safe :meth:`~ProceduralDataset.sample_id` from which the main process
+re-derives its scene (:meth:`~lightning_maia.world.provenance.ProvenanceStore.admit`). The
+exemplar pass admits what it reads, so ``num_workers > 0`` works there; ``sample_ids=True`` makes
+items ``(image, label, sample_id)`` for loops of your own. A ``transform`` makes a new image
+without a scene (see :mod:`lightning_maia.world.provenance`): give it to the model instead.
 
 ``metadata`` gives one row per item, computed from scenes without rendering.
 
@@ -23,6 +27,7 @@ provenance-based tools have seen the image (a transformed image is a new image).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,7 +37,15 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_maia.errors import ConfigurationError, bad_option
-from lightning_maia.world.provenance import render_and_register
+from lightning_maia.world.provenance import (
+    ID_SEPARATOR,
+    TRANSFORMED,
+    ImageFacts,
+    ProvenanceStore,
+    image_key,
+    resolve_store,
+)
+from lightning_maia.world.render import render_scene
 from lightning_maia.world.scene import (
     ATTRIBUTES,
     Background,
@@ -51,6 +64,9 @@ from lightning_maia.world.vocabulary import (
 
 #: The second entry of every item's seed sequence, so splits never share an item.
 SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "holdout": 3}
+
+#: Attributes of a dataset that do not change its scenes, left out of its source id.
+_NOT_SCENE_CONFIG = frozenset({"transform", "store", "sample_ids", "_metadata", "_source_id"})
 
 #: ``len()`` of an unbounded :class:`ShapesWorld` (``size=None``); the largest int32 index.
 UNBOUNDED_SIZE = 2**31 - 1
@@ -114,11 +130,12 @@ def sample_scene(
     return Scene((obj,), backdrop, seed=int(rng.integers(0, 2**31 - 1)))
 
 
-class ProceduralDataset(Dataset[tuple[torch.Tensor, int]]):
+class ProceduralDataset(Dataset[Any]):
     """Shared machinery: deterministic scenes per index, rendering, provenance and metadata.
 
     Subclasses implement :meth:`_draw` (scene and label of one item from its generator) and may
-    add metadata columns in :meth:`_extra_columns`.
+    add metadata columns in :meth:`_extra_columns`. Their scene-defining settings are plain
+    attributes (their ``repr`` goes into :attr:`source_id`), set in ``__init__``.
     """
 
     class_names: list[str]
@@ -131,6 +148,8 @@ class ProceduralDataset(Dataset[tuple[torch.Tensor, int]]):
         split: str,
         image_size: int,
         transform: Transform | None,
+        store: ProvenanceStore | None = None,
+        sample_ids: bool = False,
     ) -> None:
         if split not in SPLIT_OFFSETS:
             raise bad_option("split", ", ".join(SPLIT_OFFSETS), split)
@@ -145,7 +164,13 @@ class ProceduralDataset(Dataset[tuple[torch.Tensor, int]]):
         self.split = split
         self.image_size = image_size
         self.transform = transform
+        #: Where rendered items are registered, and where their sample ids resolve.
+        self.store = resolve_store(store)
+        #: Items are ``(image, label, sample_id)`` when True, ``(image, label)`` otherwise.
+        self.sample_ids = bool(sample_ids)
         self._metadata: pd.DataFrame | None = None
+        self._source_id: str | None = None
+        self.store.add_source(self)
 
     def __len__(self) -> int:
         return self.size
@@ -180,13 +205,50 @@ class ProceduralDataset(Dataset[tuple[torch.Tensor, int]]):
         """The provenance origin of item ``index``, e.g. ``ShapesWorld[seed=0,split=train][17]``."""
         return f"{type(self).__name__}[seed={self.seed},split={self.split}][{index}]"
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    @property
+    def source_id(self) -> str:
+        """The dataset part of every sample id: class, seed and split, and a hash of the settings
+        that define its scenes (equal in every process that builds the same dataset).
+
+        >>> ShapesWorld(size=4, seed=1).source_id.startswith("ShapesWorld[seed=1,split=train]@")
+        True
+        """
+        if self._source_id is None:
+            settings = sorted(
+                (name, repr(value))
+                for name, value in vars(self).items()
+                if name not in _NOT_SCENE_CONFIG
+            )
+            digest = hashlib.blake2b(repr(settings).encode(), digest_size=6).hexdigest()
+            self._source_id = f"{type(self).__name__}[seed={self.seed},split={self.split}]@{digest}"
+        return self._source_id
+
+    def sample_id(self, index: int) -> str:
+        """The worker-safe id of item ``index``: ``<source_id>#<index>``; the main process
+        re-derives the item's scene from it (:meth:`ProvenanceStore.admit`)."""
+        return f"{self.source_id}{ID_SEPARATOR}{self._check_index(index)}"
+
+    def facts_of(self, index: int) -> ImageFacts:
+        """What the store knows about item ``index`` as served: its scene and origin, or (with a
+        ``transform``) its origin alone, since a transformed image is not the scene's rendering."""
+        index = self._check_index(index)
+        if self.transform is not None:
+            return ImageFacts(None, self.origin(index) + TRANSFORMED)
+        return ImageFacts(self.scene(index), self.origin(index))
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         index = self._check_index(index)
         scene, label = self._draw(index, self._rng(index))
-        rendering = render_and_register(scene, self.image_size, origin=self.origin(index))
+        rendering = render_scene(scene, self.image_size)
+        key = self.store.register(rendering.image, scene, self.origin(index))
         image = rendering.float_image().to(torch.float32)
         if self.transform is not None:
             image = self.transform(image)
+            # A transform that changed the pixels made a new image: known by origin, no scene.
+            if _is_image(image) and image_key(image) != key:
+                self.store.register(image, None, self.origin(index) + TRANSFORMED)
+        if self.sample_ids:
+            return image, label, self.sample_id(index)
         return image, label
 
     @property
@@ -219,8 +281,19 @@ class ProceduralDataset(Dataset[tuple[torch.Tensor, int]]):
             self._metadata = pd.DataFrame(rows)
         return self._metadata.copy()
 
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self.store.add_source(self)  # a copy in another process resolves its own ids there
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size}, seed={self.seed}, split={self.split!r})"
+
+
+def _is_image(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 3 and value.shape[0] == 3
 
 
 def _allowed_values(attribute: str, weights: Weights) -> list[str]:
@@ -273,6 +346,8 @@ class ShapesWorld(ProceduralDataset):
         *,
         split: str = "train",
         transform: Transform | None = None,
+        store: ProvenanceStore | None = None,
+        sample_ids: bool = False,
     ) -> None:
         super().__init__(
             UNBOUNDED_SIZE if size is None else size,
@@ -280,6 +355,8 @@ class ShapesWorld(ProceduralDataset):
             split=split,
             image_size=image_size,
             transform=transform,
+            store=store,
+            sample_ids=sample_ids,
         )
         if label not in ATTRIBUTES:
             raise bad_option("label", ", ".join(ATTRIBUTES), label)
@@ -335,8 +412,18 @@ class SpuriousShapes(ProceduralDataset):
         image_size: int = 64,
         *,
         transform: Transform | None = None,
+        store: ProvenanceStore | None = None,
+        sample_ids: bool = False,
     ) -> None:
-        super().__init__(size, seed=seed, split=split, image_size=image_size, transform=transform)
+        super().__init__(
+            size,
+            seed=seed,
+            split=split,
+            image_size=image_size,
+            transform=transform,
+            store=store,
+            sample_ids=sample_ids,
+        )
         if not 0.0 <= p <= 1.0:
             raise bad_option("p", "a probability in [0, 1]", p)
         _check_values("classes", classes, SHAPES, minimum=2)

@@ -1,9 +1,12 @@
 """Synthetic neurons with ground truth: single-concept, OR and AND units over exact masks.
 
 MAIA's paper scored unit descriptions on synthetic neurons built from segmentation masks; here
-the masks are exact. A neuron reads the scene behind each image from
-:data:`~lightning_maia.world.provenance.PROVENANCE`, renders it once at the image's resolution
-and answers with an activation map at ``stride`` (64 px -> 16 x 16 at stride 4).
+the masks are exact. A neuron reads the scene behind each image from its provenance store
+(``store=``, by default :data:`~lightning_maia.world.provenance.PROVENANCE`), renders it once at
+the image's resolution and answers with an activation map at ``stride`` (64 px -> 16 x 16 at
+stride 4). Images that come from DataLoader workers are found once their sample ids are
+admitted: the exemplar pass does so itself; a loop of your own passes ``forward(images,
+sample_ids)`` (datasets with ``sample_ids=True`` carry them).
 
 **Response function.** For an image whose scene has visible object masks ``O_k`` and
 background mask ``B`` (disjoint, covering the image), let ``P_k`` and ``P_B`` be their
@@ -41,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_maia.errors import ConfigurationError, bad_option
-from lightning_maia.world.provenance import PROVENANCE, ProvenanceRegistry, image_key
+from lightning_maia.world.provenance import TRANSFORMED, ProvenanceStore, image_key, resolve_store
 from lightning_maia.world.render import render_scene
 from lightning_maia.world.scene import ATTRIBUTES, Concept, Scene
 from lightning_maia.world.vocabulary import NAMED_BACKGROUNDS, SIZES
@@ -255,7 +258,7 @@ class SyntheticNeuronLayer(nn.Module):
     """Many synthetic neurons computed at once; ``forward`` gives ``(N, C, h, w)`` maps.
 
     ``seed`` draws each neuron's gain and off-concept gain from ``(seed, spec.name)``. Images
-    must come from the procedural world (registered in ``registry``); renderings are cached in
+    must come from the procedural world (registered in ``store``); renderings are cached in
     an LRU of ``cache_size`` scenes. Gains are frozen parameters, so ``.to(device)`` and
     ``next(module.parameters())`` work as on any layer.
 
@@ -276,7 +279,7 @@ class SyntheticNeuronLayer(nn.Module):
         stride: int = 4,
         noise_std: float = 0.02,
         cache_size: int = 512,
-        registry: ProvenanceRegistry | None = None,
+        store: ProvenanceStore | None = None,
     ) -> None:
         super().__init__()
         specs = list(specs)
@@ -293,7 +296,7 @@ class SyntheticNeuronLayer(nn.Module):
         self.stride = stride
         self.noise_std = float(noise_std)
         self.cache_size = cache_size
-        self.registry = PROVENANCE if registry is None else registry
+        self.store = resolve_store(store)
         keys = [_hash64(f"{seed}:{spec.name}") for spec in specs]
         tuning = np.array([np.random.default_rng(key).uniform(size=2) for key in keys])
         gain = torch.tensor(0.7 + 0.6 * tuning[:, 0], dtype=torch.float32)
@@ -331,15 +334,28 @@ class SyntheticNeuronLayer(nn.Module):
         return found
 
     def _image_maps(self, image: torch.Tensor) -> torch.Tensor:
-        scene = self.registry.lookup(image)
-        if scene is None:
+        facts = self.store.facts(image)
+        if facts is not None and facts.scene is None:
+            raise ConfigurationError(
+                "synthetic neurons only answer renderings of procedural scenes, and this image "
+                f"({facts.origin or 'registered without a scene'}) is not one"
+                + (
+                    ": a dataset transform makes a new image; read the dataset without "
+                    "`transform`, so that the neurons see the rendering"
+                    if facts.origin.endswith(TRANSFORMED)
+                    else ""
+                )
+            )
+        if facts is None or facts.scene is None:
             raise ConfigurationError(
                 "synthetic neurons only answer images from the procedural world, and this image "
-                "is not in its provenance registry: render it with the world's renderer, tools "
-                "or datasets (read procedural datasets with num_workers=0, since DataLoader "
-                "workers register images in their own process), and apply transforms after "
-                "the neurons have seen it"
+                "is not in their provenance store: render it with the world's renderer, tools "
+                "or datasets (with the store the neurons were given); for images from "
+                "DataLoader workers (num_workers>0), admit their sample ids first: build the "
+                "dataset with sample_ids=True and call neurons(images, sample_ids) or "
+                "store.admit(images, sample_ids) (compute_exemplars does this itself)"
             )
+        scene = facts.scene
         instances = self._instances(scene, int(image.shape[1]), int(image.shape[2]))
         on = instances.on
         off = 1.0 - on
@@ -353,9 +369,16 @@ class SyntheticNeuronLayer(nn.Module):
             maps = maps + self.noise_std * torch.from_numpy(noise)
         return maps.view(len(self.specs), instances.height, instances.width)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, sample_ids: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """``(N, C, h, w)`` maps of ``images``; ``sample_ids`` (one per image, from a dataset
+        with ``sample_ids=True``) are admitted into the store first, for images rendered in
+        DataLoader workers."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise bad_option("images", "a float (N, 3, H, W) batch in [0, 1]", tuple(images.shape))
+        if sample_ids is not None:
+            self.store.admit(images.detach(), sample_ids)
         maps = [self._image_maps(image) for image in images.detach()]
         dtype = images.dtype if images.is_floating_point() else torch.float32
         return torch.stack(maps).to(device=images.device, dtype=dtype)
@@ -378,9 +401,9 @@ class SyntheticNeuron(SyntheticNeuronLayer):
         stride: int = 4,
         noise_std: float = 0.02,
         cache_size: int = 512,
-        registry: ProvenanceRegistry | None = None,
+        store: ProvenanceStore | None = None,
     ) -> None:
-        super().__init__([spec], seed, stride, noise_std, cache_size, registry)
+        super().__init__([spec], seed, stride, noise_std, cache_size, store)
 
     @property
     def spec(self) -> NeuronSpec:
@@ -404,14 +427,16 @@ class SyntheticNeuronModel(nn.Module):
         stride: int = 4,
         noise_std: float = 0.02,
         cache_size: int = 512,
-        registry: ProvenanceRegistry | None = None,
+        store: ProvenanceStore | None = None,
     ) -> None:
         super().__init__()
-        self.neurons = SyntheticNeuronLayer(specs, seed, stride, noise_std, cache_size, registry)
+        self.neurons = SyntheticNeuronLayer(specs, seed, stride, noise_std, cache_size, store)
 
     @property
     def specs(self) -> list[NeuronSpec]:
         return self.neurons.specs
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.neurons(images)
+    def forward(
+        self, images: torch.Tensor, sample_ids: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        return self.neurons(images, sample_ids)

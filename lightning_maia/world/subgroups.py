@@ -38,6 +38,7 @@ from lightning_maia.world.datasets import (
     attribute_value,
     sample_scene,
 )
+from lightning_maia.world.provenance import ProvenanceStore
 from lightning_maia.world.scene import Concept, Scene
 from lightning_maia.world.vocabulary import (
     BACKGROUND_TEXTURES,
@@ -155,8 +156,18 @@ class BiasedShapes(ProceduralDataset):
         *,
         classes: Sequence[str] = DEFAULT_CLASSES,
         transform: Transform | None = None,
+        store: ProvenanceStore | None = None,
+        sample_ids: bool = False,
     ) -> None:
-        super().__init__(size, seed=seed, split=split, image_size=image_size, transform=transform)
+        super().__init__(
+            size,
+            seed=seed,
+            split=split,
+            image_size=image_size,
+            transform=transform,
+            store=store,
+            sample_ids=sample_ids,
+        )
         if (
             isinstance(classes, str)
             or len(classes) < 2

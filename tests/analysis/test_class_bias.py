@@ -24,9 +24,10 @@ from lightning_maia.analysis.class_bias import (
     planted_recovery,
     planted_score_drop,
 )
-from lightning_maia.errors import ConfigurationError
+from lightning_maia.errors import ConfigurationError, ToolError
 from lightning_maia.world import SyntheticNeuronLayer
 from lightning_maia.world.neurons import NeuronSpec
+from lightning_maia.world.provenance import ProvenanceStore
 from lightning_maia.world.scene import Concept
 from lightning_maia.world.subgroups import BiasedShapes, PlantedSubgroup
 
@@ -171,6 +172,14 @@ def test_concepts_of_inputs_from_metadata_and_from_the_describer_agree() -> None
     } <= from_metadata[5]
     images = torch.stack([data[i][0] for i in range(12)])
     assert described_concepts(images) == from_metadata
+    # The scenes are read from the store given; a store that never saw the images has none.
+    private = ProvenanceStore()
+    mirrored = BiasedShapes("val", size=12, seed=3, store=private)
+    assert described_concepts(torch.stack([mirrored[i][0] for i in range(12)]), store=private) == (
+        from_metadata
+    )
+    with pytest.raises(ToolError, match="no procedural scene"):
+        described_concepts(images, store=ProvenanceStore())
     # A Subset is followed to the items it holds.
     assert dataset_concepts(Subset(data, [5, 2]), [0, 1]) == [from_metadata[5], from_metadata[2]]
     with pytest.raises(ConfigurationError, match="`dataset` can be a procedural dataset"):
@@ -180,7 +189,7 @@ def test_concepts_of_inputs_from_metadata_and_from_the_describer_agree() -> None
 class CircleScores(nn.Module):
     """Logits for (circle, square, other): the circle logit collapses on blue circles."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: ProvenanceStore | None = None) -> None:
         super().__init__()
         self.detectors = SyntheticNeuronLayer(
             [
@@ -189,6 +198,7 @@ class CircleScores(nn.Module):
                 NeuronSpec("mono", (Concept("shape", "square"),)),
             ],
             noise_std=0.0,
+            store=store,
         )
 
     def forward(self, images: Tensor) -> Tensor:
@@ -197,11 +207,15 @@ class CircleScores(nn.Module):
         return torch.stack([circle, 6 * found[:, 2], torch.ones_like(circle)], dim=1)
 
 
-def test_the_audit_finds_the_weak_subgroup_and_matches_it_to_inputs() -> None:
+@pytest.mark.parametrize("private", [False, True], ids=["default store", "private store"])
+def test_the_audit_finds_the_weak_subgroup_and_matches_it_to_inputs(private: bool) -> None:
+    store = ProvenanceStore() if private else None
     audit = audit_class_bias(
-        CircleScores(), ["circle", "square", "other"], classes=["circle"],
-        candidate_attributes=("colour",),
+        CircleScores(store), ["circle", "square", "other"], classes=["circle"],
+        candidate_attributes=("colour",), store=store,
     )  # fmt: skip
+    if store is not None:  # the audit's images went to the store it was given
+        assert audit.toolboxes["output:0"].store is store and len(store) > 0
     assert [r.verdict for r in audit.reports] == ["biased"]
     [finding] = audit.findings
     assert (finding.unit, finding.class_concept, finding.concept) == (

@@ -9,7 +9,7 @@ from sklearn.datasets import load_sample_images
 
 from lightning_maia.errors import ConfigurationError, GrammarError
 from lightning_maia.tools.backends.base import ImageItem
-from lightning_maia.tools.realdata import FACTS, RealDataEditor
+from lightning_maia.tools.realdata import RealDataEditor
 from lightning_maia.tools.realdata.colours import rgb_to_hsv
 from lightning_maia.tools.realdata.pixel_edits import (
     bounding_box,
@@ -21,6 +21,7 @@ from lightning_maia.tools.realdata.pixel_edits import (
     recolour,
     swap_background,
 )
+from lightning_maia.world.provenance import PROVENANCE
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_the_editor_records_exactly_what_each_edit_changed(photos: list[torch.Te
         "flip",
     ]
     edited = editor.edit(items, instructions, [0, 1, 2, 3])
-    records = [FACTS.lookup(item.image).edit for item in edited]  # type: ignore[union-attr]
+    records = [PROVENANCE.facts(item.image).edit for item in edited]  # type: ignore[union-attr]
     assert [(r.operation, r.attribute, r.from_value, r.to_value) for r in records] == [
         ("recolour", "colour", "red", "blue"),
         ("grayscale", "colour", "", "gray"),
@@ -101,7 +102,7 @@ def test_the_editor_records_exactly_what_each_edit_changed(photos: list[torch.Te
     ]
     assert all(torch.equal(r.before, photos[0]) for r in records)
     assert torch.equal(records[0].after, recolour(photos[0], "blue", mask))
-    assert FACTS.lookup(edited[0].image).attributes == {"colour": "blue"}  # type: ignore[union-attr]
+    assert PROVENANCE.facts(edited[0].image).attributes == {"colour": "blue"}  # type: ignore[union-attr]
 
 
 def test_the_editor_explains_instructions_it_cannot_follow(photos: list[torch.Tensor]) -> None:

@@ -14,7 +14,6 @@ from lightning_maia.bench.tinted_digits import TintedDigits
 from lightning_maia.errors import GrammarError, ToolError
 from lightning_maia.tools.backends.base import Description, ImageItem
 from lightning_maia.tools.realdata import (
-    FACTS,
     AttributeConcepts,
     AttributeTable,
     ClassifierDescriber,
@@ -26,6 +25,7 @@ from lightning_maia.tools.realdata import (
     TableDescriber,
     tint,
 )
+from lightning_maia.world.provenance import PROVENANCE, ProvenanceStore
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def table(digits: TintedDigits) -> AttributeTable:
 
 
 def _facts(item: ImageItem) -> dict[str, str]:
-    facts = FACTS.lookup(item.image)
-    assert facts is not None
+    facts = PROVENANCE.facts(item.image)
+    assert facts is not None and facts.attributes is not None
     return dict(facts.attributes)
 
 
@@ -79,8 +79,23 @@ def test_a_retrieved_counterpart_holds_the_other_attributes_fixed(table: Attribu
     assert _facts(edited) == {"digit": new_digit, "colour": "yellow"}
     assert edited.dataset_index is not None
     assert torch.equal(edited.image, table.image(edited.dataset_index))  # a real item, unedited
-    record = FACTS.lookup(edited.image).edit  # type: ignore[union-attr]
+    record = PROVENANCE.facts(edited.image).edit  # type: ignore[union-attr]
     assert (record.operation, record.attribute, record.from_value) == ("retrieve", "digit", "1")
+
+
+def test_backends_given_a_store_register_there_alone(table: AttributeTable) -> None:
+    """A private store holds what its backends made; the default store never sees it."""
+    private = ProvenanceStore()
+    designer = RetrievalDesigner(table, class_attribute="digit")
+    generator, editor, describer = designer.backends(private)
+    source = generator.generate(["retrieve digit=2, colour=green"], [5], 24)[0]  # type: ignore[attr-defined]
+    edited = editor.edit([source], ["change colour from green to red"], [0])[0]  # type: ignore[attr-defined]
+    record = private.facts(edited.image).edit  # type: ignore[union-attr]
+    assert (record.attribute, record.from_value, record.to_value) == ("colour", "green", "red")
+    assert private.facts(edited.image).attributes == {"digit": "2", "colour": "red"}  # type: ignore[union-attr]
+    concepts = describer.describe([edited], [None])[0].concepts  # type: ignore[attr-defined]
+    assert {"colour=red", "digit=2"} <= set(concepts)
+    assert PROVENANCE.facts(edited.image) is None or PROVENANCE.facts(edited.image).edit is None  # type: ignore[union-attr]
 
 
 def test_colour_removal_is_a_recolour_of_the_same_scan(table: AttributeTable) -> None:

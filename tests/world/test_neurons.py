@@ -17,7 +17,7 @@ from lightning_maia.world.neurons import (
     SyntheticNeuronLayer,
     SyntheticNeuronModel,
 )
-from lightning_maia.world.provenance import ProvenanceRegistry, render_and_register
+from lightning_maia.world.provenance import ProvenanceStore, render_and_register
 from lightning_maia.world.scene import Background, Concept, Scene, SceneObject
 
 C = Concept.parse
@@ -149,9 +149,9 @@ def test_repeated_calls_batches_and_instances_agree(layer: SyntheticNeuronLayer)
 
 
 def test_unknown_image_raises_a_clear_error(layer: SyntheticNeuronLayer) -> None:
-    with pytest.raises(ConfigurationError, match="num_workers=0"):
+    with pytest.raises(ConfigurationError, match="num_workers>0"):
         layer(torch.rand(1, 3, 64, 64))
-    private = SyntheticNeuronLayer(SPECS, registry=ProvenanceRegistry())
+    private = SyntheticNeuronLayer(SPECS, store=ProvenanceStore())
     with pytest.raises(ConfigurationError, match="procedural world"):
         private(image("star", "red", "grass")[None])
     with pytest.raises(ConfigurationError, match="`images`"):

@@ -6,7 +6,7 @@ import torch
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.world.provenance import (
     PROVENANCE,
-    ProvenanceRegistry,
+    ProvenanceStore,
     image_key,
     render_and_register,
 )
@@ -19,7 +19,7 @@ def scene(seed: int, colour: str = "red") -> Scene:
 
 
 def test_uint8_and_float_copies_of_an_image_find_the_same_scene():
-    registry = ProvenanceRegistry()
+    registry = ProvenanceStore()
     rendering = render_scene(scene(1), 32)
     key = registry.register(rendering.image, rendering.scene, origin="item 3")
     assert len(key) == 32  # 16-byte blake2b digest, in hex
@@ -32,12 +32,12 @@ def test_uint8_and_float_copies_of_an_image_find_the_same_scene():
 
 
 def test_an_unknown_image_has_no_provenance():
-    registry = ProvenanceRegistry()
+    registry = ProvenanceStore()
     registry.register(render_scene(scene(1), 32).image, scene(1))
     other = render_scene(scene(1, "green"), 32).image
     assert registry.lookup(other) is None
     assert registry.origin(other) is None
-    assert registry.entry(other) is None
+    assert registry.facts(other) is None
     assert other not in registry
 
 
@@ -47,7 +47,7 @@ def test_same_bytes_at_another_shape_is_another_image():
 
 
 def test_least_recently_used_entries_are_evicted():
-    registry = ProvenanceRegistry(max_entries=2)
+    registry = ProvenanceStore(max_entries=2)
     images = [render_scene(scene(seed), 16).image for seed in range(3)]
     registry.register(images[0], scene(0))
     registry.register(images[1], scene(1))
@@ -62,7 +62,7 @@ def test_least_recently_used_entries_are_evicted():
 
 
 def test_registering_from_many_threads_keeps_every_entry():
-    registry = ProvenanceRegistry()
+    registry = ProvenanceStore()
     images = {seed: render_scene(scene(seed), 16).image for seed in range(200)}
 
     def register(seeds: range) -> None:
@@ -78,7 +78,7 @@ def test_registering_from_many_threads_keeps_every_entry():
     assert all(registry.lookup(images[seed]) == scene(seed) for seed in (0, 57, 199))
 
 
-def test_render_and_register_uses_the_shared_registry_by_default():
+def test_render_and_register_uses_the_default_store_by_default():
     rendering = render_and_register(scene(12345), 24, origin="test")
     assert PROVENANCE.lookup(rendering.image) == rendering.scene
     assert PROVENANCE.origin(rendering.image) == "test"
@@ -92,4 +92,4 @@ def test_images_must_be_three_channel(shape):
 
 def test_max_entries_must_be_positive():
     with pytest.raises(ConfigurationError, match="max_entries"):
-        ProvenanceRegistry(max_entries=0)
+        ProvenanceStore(max_entries=0)

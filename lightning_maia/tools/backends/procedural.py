@@ -2,7 +2,8 @@
 
 They read scenes, never pixels: a generated image is the rendering of the scene its prompt
 parses to; an edit renders the edited scene with everything else fixed; a description names the
-concepts whose masks the highlighted region covers.
+concepts whose masks the highlighted region covers. The generator and the editor register what
+they render in the provenance store they are given (default: the default store).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import Tensor
 from lightning_maia.errors import ToolError
 from lightning_maia.tools.backends.base import Description, ImageItem
 from lightning_maia.world.grammar import apply_edit, parse_prompt
-from lightning_maia.world.provenance import render_and_register
+from lightning_maia.world.provenance import ProvenanceStore, render_and_register, resolve_store
 from lightning_maia.world.render import Rendering, render_scene
 from lightning_maia.world.scene import Scene
 from lightning_maia.world.text import (
@@ -42,11 +43,15 @@ class ProceduralGenerator:
 
     name = "procedural"
 
+    def __init__(self, store: ProvenanceStore | None = None) -> None:
+        self.store = resolve_store(store)
+
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int) -> list[ImageItem]:
         items = []
         for prompt, seed in zip(prompts, seeds, strict=True):
             scene = parse_prompt(prompt, seed=seed)
-            rendering = render_and_register(scene, size, origin=f"text2image:{prompt}#{seed}")
+            origin = f"text2image:{prompt}#{seed}"
+            rendering = render_and_register(scene, size, origin=origin, store=self.store)
             items.append(ImageItem(rendering.float_image(), scene))
         return items
 
@@ -56,6 +61,9 @@ class ProceduralEditor:
 
     name = "procedural"
 
+    def __init__(self, store: ProvenanceStore | None = None) -> None:
+        self.store = resolve_store(store)
+
     def edit(
         self, images: Sequence[ImageItem], instructions: Sequence[str], seeds: Sequence[int]
     ) -> list[ImageItem]:
@@ -64,7 +72,7 @@ class ProceduralEditor:
             scene = _require_scene(item, "editor", "diffusers editor (DiffusersEditor)")
             edited = apply_edit(scene, instruction, seed=seed)
             origin = f"edit:{instruction}#{seed}"
-            rendering = render_and_register(edited, _size_of(item), origin=origin)
+            rendering = render_and_register(edited, _size_of(item), origin=origin, store=self.store)
             items.append(ImageItem(rendering.float_image(), edited))
         return items
 

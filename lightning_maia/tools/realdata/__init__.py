@@ -1,6 +1,8 @@
 """Real-data experiment tools: retrieval over attribute tables, weight-free edits, describers
 that need no API, and prompt design for diffusers. See :mod:`.retrieval`, :mod:`.editor`,
-:mod:`.describers`, :mod:`.prompt_designer`; :mod:`.facts` holds what edits changed."""
+:mod:`.describers`, :mod:`.prompt_designer`. What they know about an image (its attributes, the
+edit that made it) lives in the provenance store each is given
+(:mod:`lightning_maia.world.provenance`)."""
 
 from lightning_maia.tools.realdata.colours import COLOUR_HUES, COLOUR_NAMES, tint
 from lightning_maia.tools.realdata.describers import (
@@ -12,15 +14,14 @@ from lightning_maia.tools.realdata.describers import (
     default_describer,
 )
 from lightning_maia.tools.realdata.editor import RealDataEditor
-from lightning_maia.tools.realdata.facts import FACTS, EditRecord, ImageFacts
 from lightning_maia.tools.realdata.prompt_designer import PromptDesigner
 from lightning_maia.tools.realdata.retrieval import RetrievalDesigner, RetrievalGenerator
 from lightning_maia.tools.realdata.table import AttributeTable
+from lightning_maia.world.provenance import EditRecord, ImageFacts
 
 __all__ = [
     "COLOUR_HUES",
     "COLOUR_NAMES",
-    "FACTS",
     "AttributeConcepts",
     "AttributeTable",
     "ClassifierDescriber",

@@ -30,9 +30,9 @@ from lightning_maia.errors import ToolError, bad_option
 from lightning_maia.tools.backends.base import Description, ImageDescriber, ImageItem
 from lightning_maia.tools.realdata.colours import pixel_colour_names
 from lightning_maia.tools.realdata.editor import known_attributes
-from lightning_maia.tools.realdata.facts import FACTS
 from lightning_maia.tools.realdata.pixel_edits import bounding_box
 from lightning_maia.tools.realdata.table import AttributeTable
+from lightning_maia.world.provenance import ProvenanceStore, resolve_store
 
 
 def _region(item: ImageItem, mask: Tensor | None) -> Tensor:
@@ -49,28 +49,38 @@ def _summary(descriptions: Sequence[Description], min_share: float) -> Descripti
 
 
 class TableDescriber:
-    """The attribute columns of each image (its row, or what an edit registered)."""
+    """The attribute columns of each image (its row, or what an edit registered in ``store``,
+    default: the default provenance store)."""
 
     name = "table"
 
-    def __init__(self, table: AttributeTable | None = None, min_share: float = 0.5) -> None:
+    def __init__(
+        self,
+        table: AttributeTable | None = None,
+        min_share: float = 0.5,
+        store: ProvenanceStore | None = None,
+    ) -> None:
         self.table = table
         self.min_share = min_share
+        self.store = resolve_store(store)
 
     def describe(
         self, images: Sequence[ImageItem], masks: Sequence[Tensor | None]
     ) -> list[Description]:
         found = []
         for item in images:
-            attributes = known_attributes(item, self.table)
+            attributes = known_attributes(item, self.table, self.store)
             if not attributes:
                 raise ToolError(
                     "this image has no attribute row (it is not a dataset item and no "
                     "real-data edit made it); describe it with the pixel or classifier describer"
                 )
             # Register the row by content, so the highlighted copies of the image find it.
-            if item.dataset_index is not None and FACTS.lookup(item.image) is None:
-                FACTS.register(item.image, attributes, dataset_index=item.dataset_index)
+            known = self.store.facts(item.image)
+            if item.dataset_index is not None and (known is None or known.attributes is None):
+                self.store.register_attributes(
+                    item.image, attributes, dataset_index=item.dataset_index
+                )
             concepts = tuple(sorted(f"{a}={v}" for a, v in attributes.items()))
             found.append(Description("; ".join(concepts), concepts))
         return found
@@ -301,7 +311,11 @@ class CombinedDescriber:
         return _summary(self.describe(images, masks), 0.5)
 
 
-def default_describer(table: AttributeTable | None) -> ImageDescriber:
-    """The table's columns first, then what the pixels of the region show."""
+def default_describer(
+    table: AttributeTable | None, store: ProvenanceStore | None = None
+) -> ImageDescriber:
+    """The table's columns (and what ``store`` knows) first, then what the region's pixels show."""
     pixels = PixelDescriber()
-    return CombinedDescriber([TableDescriber(table), pixels]) if table is not None else pixels
+    if table is None:
+        return pixels
+    return CombinedDescriber([TableDescriber(table, store=store), pixels])

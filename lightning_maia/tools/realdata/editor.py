@@ -9,9 +9,10 @@ Instructions it reads (a designer writes the first; a VLM agent may write any):
   ``crop to the highlighted region``; ``crop the centre``; ``flip`` (``flip vertically``);
 - ``change background to NAME`` with ``backgrounds=`` images and a ``foreground=`` mask function.
 
-Every edit registers an :class:`~lightning_maia.tools.realdata.facts.EditRecord` (before,
-after, operation, attribute, from-value, to-value) and the edited image's attributes, so a
-describer reads the new values and the remover's erasure reads exactly what changed.
+Every edit registers an :class:`~lightning_maia.world.provenance.EditRecord` (before, after,
+operation, attribute, from-value, to-value) and the edited image's attributes in the editor's
+provenance store (``store=``), so a describer reads the new values and the remover's erasure
+reads exactly what changed.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from torch import Tensor
 from lightning_maia.errors import GrammarError
 from lightning_maia.tools.backends.base import ImageItem
 from lightning_maia.tools.realdata import pixel_edits
-from lightning_maia.tools.realdata.facts import FACTS, EditRecord
 from lightning_maia.tools.realdata.queries import parse_change
 from lightning_maia.tools.realdata.retrieval import _resized, pixel_attributes
 from lightning_maia.tools.realdata.table import AttributeTable
+from lightning_maia.world.provenance import EditRecord, ProvenanceStore, resolve_store
 
 #: The instructions besides ``change ...``, for error messages.
 OPERATIONS = (
@@ -42,10 +43,13 @@ OPERATIONS = (
 )
 
 
-def known_attributes(item: ImageItem, table: AttributeTable | None) -> dict[str, str]:
-    """What is known of an image's attributes: its registered facts, else its table row."""
-    facts = FACTS.lookup(item.image)
-    if facts is not None:
+def known_attributes(
+    item: ImageItem, table: AttributeTable | None, store: ProvenanceStore | None = None
+) -> dict[str, str]:
+    """What is known of an image's attributes: those registered in ``store`` (default: the
+    default store), else its table row."""
+    facts = resolve_store(store).facts(item.image)
+    if facts is not None and facts.attributes is not None:
         return dict(facts.attributes)
     if table is not None and item.dataset_index is not None:
         return table.row(item.dataset_index)
@@ -61,6 +65,7 @@ class RealDataEditor:
             ``colour``).
         backgrounds: name -> image, for ``change background to NAME``.
         foreground: image -> bool (H, W) mask of what stays in front of a swapped background.
+        store: where edits are registered and attributes read (default: the default store).
     """
 
     name = "realdata"
@@ -72,8 +77,10 @@ class RealDataEditor:
         *,
         backgrounds: Mapping[str, Tensor] | None = None,
         foreground: Callable[[Tensor], Tensor] | None = None,
+        store: ProvenanceStore | None = None,
     ) -> None:
         self.table = table
+        self.store = resolve_store(store)
         if editable is None:
             editable = pixel_attributes(table) if table is not None else ("colour",)
         self.editable = tuple(editable)
@@ -85,12 +92,14 @@ class RealDataEditor:
     ) -> list[ImageItem]:
         edited = []
         for item, instruction, seed in zip(images, instructions, seeds, strict=True):
-            attributes = known_attributes(item, self.table)
+            attributes = known_attributes(item, self.table, self.store)
             image, operation, attribute, old, new, index = self._apply(
                 item, instruction.strip().lower(), attributes, seed
             )
             record = EditRecord(item.image, image, operation, attribute, old, new)
-            FACTS.register(image, {**attributes, attribute: new}, dataset_index=index, edit=record)
+            self.store.register_attributes(
+                image, {**attributes, attribute: new}, dataset_index=index, edit=record
+            )
             edited.append(ImageItem(image, mask=item.mask, dataset_index=index))
         return edited
 

@@ -31,7 +31,6 @@ from torch import Tensor
 from lightning_maia.errors import GrammarError, ToolError, bad_option
 from lightning_maia.tools.backends.base import ImageItem
 from lightning_maia.tools.realdata.colours import COLOUR_HUES
-from lightning_maia.tools.realdata.facts import FACTS, EditRecord
 from lightning_maia.tools.realdata.pixel_edits import recolour
 from lightning_maia.tools.realdata.queries import (
     Query,
@@ -42,6 +41,7 @@ from lightning_maia.tools.realdata.queries import (
 )
 from lightning_maia.tools.realdata.queries import split_concept as _split
 from lightning_maia.tools.realdata.table import AttributeTable
+from lightning_maia.world.provenance import EditRecord, ProvenanceStore, resolve_store
 
 
 def pixel_attributes(table: AttributeTable) -> tuple[str, ...]:
@@ -81,13 +81,17 @@ class RetrievalDesigner:
         self.class_attribute = class_attribute
         self.editable = tuple(editable) if editable is not None else pixel_attributes(table)
 
-    def backends(self) -> tuple[RetrievalGenerator, object, object]:
-        """The generator, editor and describer that read this designer's prompts."""
+    def backends(
+        self, store: ProvenanceStore | None = None
+    ) -> tuple[RetrievalGenerator, object, object]:
+        """The generator, editor and describer that read this designer's prompts, sharing
+        ``store`` (default: the default provenance store)."""
         from lightning_maia.tools.realdata.describers import default_describer
         from lightning_maia.tools.realdata.editor import RealDataEditor
 
-        generator = RetrievalGenerator(self.table, self.editable)
-        return generator, RealDataEditor(self.table, self.editable), default_describer(self.table)
+        generator = RetrievalGenerator(self.table, self.editable, store)
+        editor = RealDataEditor(self.table, self.editable, store=store)
+        return generator, editor, default_describer(self.table, store)
 
     def can_design(self, concept: str) -> bool:
         pair = _split(concept)
@@ -186,12 +190,19 @@ class RetrievalDesigner:
 
 class RetrievalGenerator:
     """Answers retrieval prompts (:func:`~lightning_maia.tools.realdata.queries.parse_query`)
-    with dataset images; a seed picks among the items that fit, so a replay is exact."""
+    with dataset images; a seed picks among the items that fit, so a replay is exact. What each
+    image shows is registered in ``store`` (default: the default provenance store)."""
 
     name = "retrieval"
 
-    def __init__(self, table: AttributeTable, editable: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        table: AttributeTable,
+        editable: Sequence[str] | None = None,
+        store: ProvenanceStore | None = None,
+    ) -> None:
         self.table = table
+        self.store = resolve_store(store)
         self.editable = tuple(editable) if editable is not None else pixel_attributes(table)
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int) -> list[ImageItem]:
@@ -216,7 +227,7 @@ class RetrievalGenerator:
             before, image = image, recolour(image, value)
             record = EditRecord(before, image, "recolour", attribute, attributes[attribute], value)
             attributes[attribute] = value
-        FACTS.register(image, attributes, dataset_index=index, edit=record)
+        self.store.register_attributes(image, attributes, dataset_index=index, edit=record)
         return ImageItem(image, dataset_index=index)
 
     def _candidates(self, query: Query) -> tuple[np.ndarray, dict[str, str]]:
