@@ -293,12 +293,10 @@ class ScientistAgent:
             if not sources:
                 continue
             with session.step(f"remove {concept} from the images, holding all else fixed") as step:
-                try:
-                    edited = session.edit(sources, instructions)
-                    observations = session.observe(edited)
-                except ToolError as error:
-                    step.error = str(error)
+                done = session.edit_then(step, sources, instructions, session.observe)
+                if done is None:
                     continue
+                edited, observations = done
                 before = np.mean([scale(session.activations[i]) for i in sources])
                 after = np.mean([scale(o.activation) for o in observations])
                 session.log(

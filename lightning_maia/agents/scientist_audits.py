@@ -209,12 +209,10 @@ def _confirm_with_edits(
         if not sources:
             continue
         with session.step(f"change only the {name} of the most active images") as step:
-            try:
-                edited = session.edit(sources, instructions)
-                after = session.measure(edited)
-            except ToolError as error:
-                step.error = str(error)
+            done = session.edit_then(step, sources, instructions, session.measure)
+            if done is None:
                 continue
+            edited, after = done
             before = [session.activations[i] for i in sources]
             effects[name] = float(np.mean(before) - np.mean(after)) / span
             session.log(

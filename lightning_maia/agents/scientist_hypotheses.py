@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightning_maia.errors import bad_option
+from lightning_maia.metrics import auroc_of_samples
 
 #: What a pair hypothesis must gain in AUROC over a single one to be preferred.
 COMPLEXITY_PENALTY = 0.02
@@ -206,16 +207,15 @@ def candidate_hypotheses(
 
 
 def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float:
-    """P(a positive scores above a negative), ties counting half; 0.5 when a side is empty.
+    """P(a positive scores above a negative), ties counting half; 0.5 when a side is empty
+    (:func:`lightning_maia.metrics.auroc_of_samples`).
 
     >>> auroc([0.9, 0.8], [0.1, 0.85])
     0.75
     """
     if not len(positives) or not len(negatives):
         return 0.5
-    pos = np.asarray(positives, dtype=np.float64)[:, None]
-    neg = np.asarray(negatives, dtype=np.float64)[None, :]
-    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
+    return auroc_of_samples(positives, negatives)
 
 
 @dataclass(frozen=True)

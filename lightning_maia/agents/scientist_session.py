@@ -8,13 +8,13 @@ helpers split work into calls the toolbox accepts and return plain values.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from lightning_maia.agents.records import Step, ToolCallRecord
 from lightning_maia.agents.scientist_hypotheses import Observation
-from lightning_maia.errors import MaiaError
+from lightning_maia.errors import MaiaError, ToolError
 from lightning_maia.tools.results import (
     EditPair,
     ExemplarImage,
@@ -25,6 +25,9 @@ from lightning_maia.tools.results import (
     observation,
 )
 from lightning_maia.tools.toolbox import Toolbox
+
+#: What a measurement of edited images returns (activations, observations).
+Measured = TypeVar("Measured")
 
 
 def _image_ids(result: Any) -> list[str]:
@@ -122,6 +125,22 @@ class Session:
             ids.extend(pair.edited for pair in pairs)
         self.images += len(ids)
         return ids
+
+    def edit_then(
+        self,
+        step: Step,
+        image_ids: Sequence[str],
+        instructions: Sequence[str],
+        measure: Callable[[list[str]], Measured],
+    ) -> tuple[list[str], Measured] | None:
+        """Edit the images, then ``measure`` the edits (e.g. :meth:`observe`); None where a tool
+        refused, with the error recorded on ``step`` so that the run goes on."""
+        try:
+            edited = self.edit(image_ids, instructions)
+            return edited, measure(edited)
+        except ToolError as error:
+            step.error = str(error)
+            return None
 
     def measure(self, image_ids: Sequence[str]) -> list[float]:
         for start in range(0, len(image_ids), self.batch):

@@ -20,7 +20,8 @@ subgroup]`` on held-out labelled data and remembers which items it saw: scoring 
 raises, so the combination is never evaluated on its own fitting data. :func:`cross_fitted_risk`
 gives every item of one labelled set a combined score from a combiner fitted on the other folds.
 :func:`error_detection_metrics` gives the AUROC and AUPR of each score for the actual errors
-(torchmetrics), and :func:`flag_reason` says in words why an input was flagged.
+(torchmetrics, through :mod:`lightning_maia.metrics`), and :func:`flag_reason` says in words
+why an input was flagged.
 
 >>> risks = baseline_risks(torch.tensor([[2.0, 0.0], [0.0, 0.0]]))
 >>> {name: [round(v, 3) for v in values.tolist()] for name, values in risks.items()}
@@ -32,13 +33,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
 from lightning_maia.analysis.class_bias import SubgroupFinding
 from lightning_maia.errors import ConfigurationError, bad_option
+from lightning_maia.metrics import auroc, average_precision
 
 #: The baseline scores, in the order they are reported.
 BASELINES: tuple[str, ...] = ("msp", "margin", "energy", "entropy")
@@ -262,7 +264,8 @@ def fit_risk_combiner(
     feature_names: Sequence[str] = MAIA_FEATURES,
     l2: float = 1e-2,
 ) -> RiskCombiner:
-    """Fit ``P(error) = sigmoid(w . standardised(features) + b)`` by L-BFGS, with an L2 penalty.
+    """Fit ``P(error) = sigmoid(w . standardised(features) + b)``: scikit-learn's logistic
+    regression minimising the mean log loss plus ``l2 * |w|^2`` (the intercept unpenalised).
 
     Without both errors and correct items to learn from, the weights are all 1 (an unweighted
     sum of the standardised features), so the scores still rank inputs.
@@ -290,33 +293,36 @@ def fit_risk_combiner(
     scale = x.std(dim=0, unbiased=False).clamp(min=1e-6)
     standard = (x - mean) / scale
     weight = torch.ones(len(names))
-    bias = torch.zeros(())
+    bias = 0.0
     n_errors = int(y.sum())
     if 0 < n_errors < y.shape[0]:
-        weight = torch.zeros(len(names), requires_grad=True)
-        bias = torch.zeros((), requires_grad=True)
-        optimiser = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
-
-        def closure() -> Tensor:
-            optimiser.zero_grad()
-            logits = standard @ weight + bias
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
-            loss = loss + l2 * (weight**2).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            optimiser.step(closure)
+        model = _logistic_regression(l2, n_items=int(y.shape[0]))
+        model.fit(standard.double().numpy(), y.long().numpy())
+        weight = torch.from_numpy(model.coef_[0]).float()
+        bias = float(model.intercept_[0])
     return RiskCombiner(
         feature_names=names,
         mean=mean,
         scale=scale,
-        weight=weight.detach(),
-        bias=float(bias.detach()),
+        weight=weight,
+        bias=bias,
         fitted_on=frozenset(item_ids),
         n_errors=n_errors,
         n_items=int(y.shape[0]),
     )
+
+
+def _logistic_regression(l2: float, n_items: int) -> Any:
+    """scikit-learn's L2 logistic regression for ``mean log loss + l2 * |w|^2`` on ``n_items``.
+
+    scikit-learn minimises ``C * sum log loss + |w|^2 / 2``; dividing ours by ``2 * l2 * n``
+    gives that with ``C = 1 / (2 * l2 * n)`` (``l2 = 0``: ``C = inf``, no penalty). lbfgs leaves
+    the intercept unpenalised, as here.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    c = math.inf if l2 == 0 else 1.0 / (2.0 * l2 * n_items)
+    return LogisticRegression(C=c, solver="lbfgs", tol=1e-10, max_iter=1000)
 
 
 def cross_fitted_risk(
@@ -390,8 +396,8 @@ def error_detection_metrics(
         if not defined:
             metrics["auroc"][name] = metrics["aupr_error"][name] = math.nan
             continue
-        metrics["auroc"][name] = float(binary_auroc(values, target))
-        metrics["aupr_error"][name] = float(binary_average_precision(values, target))
+        metrics["auroc"][name] = auroc(values, target)
+        metrics["aupr_error"][name] = average_precision(values, target)
     return metrics
 
 

@@ -25,12 +25,11 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-import torch
-from torchmetrics.functional.classification import binary_auroc
 
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist_design import ExperimentDesigner, ProceduralDesigner
 from lightning_maia.errors import ConfigurationError, bad_option
+from lightning_maia.metrics import auroc_of_samples
 from lightning_maia.subject import Subject
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.units import Unit
@@ -91,19 +90,15 @@ def accuracy_by_kind(
 
 
 def activation_auroc(positive: Sequence[float], neutral: Sequence[float]) -> float:
-    """AUROC of activation for positive vs neutral images (torchmetrics' binary AUROC).
+    """AUROC of activation for positive vs neutral images, ties counting half
+    (:func:`lightning_maia.metrics.auroc_of_samples`, torchmetrics' binary AUROC).
 
     >>> activation_auroc([0.2, 0.9], [0.1, 0.5])
     0.75
     """
     if not len(positive) or not len(neutral):
         raise bad_option("positive and neutral", "at least one activation each", 0)
-    values = torch.tensor([*positive, *neutral], dtype=torch.float64)
-    # Min-max scaling keeps the order and spares torchmetrics' sigmoid on raw activations.
-    span = float(values.max() - values.min())
-    scores = (values - values.min()) / span if span > 0 else torch.zeros_like(values)
-    target = torch.tensor([1] * len(positive) + [0] * len(neutral))
-    return float(binary_auroc(scores, target))
+    return auroc_of_samples(positive, neutral)
 
 
 def positive_and_neutral_prompts(

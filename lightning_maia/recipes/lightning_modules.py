@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from lightning_maia.image_folder import ImageFolder
+from lightning_maia.recipes._data_modules import TrainValDataModule
 from lightning_maia.recipes.shapes_backbone import (
     BackboneConfig,
     ShapesBackboneClassifier,
@@ -53,7 +54,7 @@ class SpuriousShapesClassifier(ShapesBackboneClassifier):
         self.save_hyperparameters()
 
 
-class SpuriousShapesDataModule(pl.LightningDataModule):
+class SpuriousShapesDataModule(TrainValDataModule):
     """SpuriousShapes: training data where each shape mostly sits on its own background."""
 
     def __init__(
@@ -64,17 +65,11 @@ class SpuriousShapesDataModule(pl.LightningDataModule):
         seed: int = 0,
         batch_size: int = 128,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            SpuriousShapes("train", size=train, p=p, seed=seed),
+            SpuriousShapes("test", size=val, p=p, seed=seed),
+        )
         self.save_hyperparameters()
-        self.train_data = SpuriousShapes("train", size=train, p=p, seed=seed)
-        self.val_data = SpuriousShapes("test", size=val, p=p, seed=seed)
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        # num_workers=0 keeps procedural provenance in this process (procedural describers).
-        return DataLoader(self.train_data, batch_size=self.hparams["batch_size"], shuffle=True)
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        return DataLoader(self.val_data, batch_size=self.hparams["batch_size"])
 
 
 class ImageFolderDataModule(pl.LightningDataModule):

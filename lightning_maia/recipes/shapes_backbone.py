@@ -224,7 +224,8 @@ def _pretrain(
 ) -> tuple[ShapesBackbone, dict[str, float]]:
     n_shapes = len(config.shapes)
     generator = torch.Generator().manual_seed(seed)
-    with _fork_rng(seed):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         backbone = ShapesBackbone(config.widths)
         heads = nn.Linear(config.features, n_shapes + len(BACKGROUND_TEXTURES))
     parameters = [*backbone.parameters(), *heads.parameters()]
@@ -287,7 +288,6 @@ _RECIPE_DEFINITIONS = (
     "pretraining_images",
     "pretrain_backbone",
     "_pretrain",
-    "_fork_rng",
     "_frozen",
 )
 
@@ -496,20 +496,6 @@ def _save_atomically(path: Path, payload: dict[str, Any]) -> None:
 def _frozen(backbone: ShapesBackbone) -> ShapesBackbone:
     backbone.requires_grad_(False)
     return backbone.eval()
-
-
-class _fork_rng:  # noqa: N801 - used like torch.random.fork_rng
-    """Seed torch's global generator inside the block, and restore it afterwards."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def __enter__(self) -> None:
-        self._state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.random.set_rng_state(self._state)
 
 
 # -- the classifier -------------------------------------------------------------------------

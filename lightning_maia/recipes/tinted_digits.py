@@ -17,9 +17,9 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from lightning_maia.bench.tinted_digits import COLOURS, TintedDigits
+from lightning_maia.recipes._data_modules import TrainValDataModule
 
 
 class DigitsBackbone(nn.Module):
@@ -126,7 +126,7 @@ class TintedDigitsClassifier(pl.LightningModule):
         return torch.optim.Adam(self.head.parameters(), lr=self.hparams["lr"])
 
 
-class TintedDigitsDataModule(pl.LightningDataModule):
+class TintedDigitsDataModule(TrainValDataModule):
     """Training digits with a colour shortcut; validation digits in every colour in turn."""
 
     def __init__(
@@ -137,17 +137,11 @@ class TintedDigitsDataModule(pl.LightningDataModule):
         copies: int = 2,
         batch_size: int = 64,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            TintedDigits.split(
+                "train", classes=classes, shortcut=shortcut, copies=copies, size=SIZE, seed=seed
+            ),
+            TintedDigits.split("val", classes=classes, copies=classes, size=SIZE, seed=seed),
+            val_batch_size=256,
+        )
         self.save_hyperparameters()
-        self.train_data = TintedDigits.split(
-            "train", classes=classes, shortcut=shortcut, copies=copies, size=SIZE, seed=seed
-        )
-        self.val_data = TintedDigits.split(
-            "val", classes=classes, copies=classes, size=SIZE, seed=seed
-        )
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        return DataLoader(self.train_data, batch_size=self.hparams["batch_size"], shuffle=True)
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        return DataLoader(self.val_data, batch_size=256)

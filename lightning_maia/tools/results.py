@@ -3,68 +3,68 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+
+class _Observed:
+    """A record whose text (what an agent reads) is its ``template`` filled with its fields."""
+
+    template: ClassVar[str]
+
+    def __str__(self) -> str:
+        return self.template.format_map(vars(self))
 
 
 @dataclass
-class ExemplarImage:
+class ExemplarImage(_Observed):
     """A dataset exemplar of the unit, with its highlighted region attached."""
 
+    template: ClassVar[str] = "{id}: activation {activation:.3f} (dataset item {dataset_index})"
     id: str
     activation: float
     dataset_index: int
 
-    def __str__(self) -> str:
-        return f"{self.id}: activation {self.activation:.3f} (dataset item {self.dataset_index})"
-
 
 @dataclass
-class GeneratedImage:
+class GeneratedImage(_Observed):
     """An image made from text."""
 
+    template: ClassVar[str] = "{id}: {prompt!r} (seed {seed})"
     id: str
     prompt: str
     seed: int
 
-    def __str__(self) -> str:
-        return f"{self.id}: {self.prompt!r} (seed {self.seed})"
-
 
 @dataclass
-class EditPair:
+class EditPair(_Observed):
     """An original image and its edited version."""
 
+    template: ClassVar[str] = "{original} -> {edited}: {instruction!r}"
     original: str
     edited: str
     instruction: str
 
-    def __str__(self) -> str:
-        return f"{self.original} -> {self.edited}: {self.instruction!r}"
-
 
 @dataclass
-class UnitCall:
+class UnitCall(_Observed):
     """The unit's activation on an image, and the image with the unit's region highlighted."""
 
+    template: ClassVar[str] = (
+        "{id}: activation {activation:.3f} (highlighted region: {highlighted})"
+    )
     id: str
     activation: float
     highlighted: str
 
-    def __str__(self) -> str:
-        return (
-            f"{self.id}: activation {self.activation:.3f} (highlighted region: {self.highlighted})"
-        )
-
 
 @dataclass
-class ImageDescription:
+class ImageDescription(_Observed):
     """Words for the highlighted region of an image (the whole image when it has none)."""
 
+    template: ClassVar[str] = "{id}: {description}"
     id: str
     description: str
     concepts: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        return f"{self.id}: {self.description}"
 
 
 @dataclass

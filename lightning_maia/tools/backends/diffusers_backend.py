@@ -66,17 +66,17 @@ class _DiffusersBackend:
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | None,
+        model: str | os.PathLike[str] | None = None,
         *,
-        pipeline: Any,
-        device: str | torch.device | None,
-        dtype: str | torch.dtype | None,
-        num_inference_steps: int | None,
-        guidance_scale: float | None,
-        batch_size: int,
-        local_files_only: bool,
-        pipeline_kwargs: Mapping[str, Any] | None,
-        load_kwargs: Mapping[str, Any] | None,
+        pipeline: Any = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        batch_size: int = 4,
+        local_files_only: bool = True,
+        pipeline_kwargs: Mapping[str, Any] | None = None,
+        load_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if (model is None) == (pipeline is None):
             raise ConfigurationError(
@@ -224,33 +224,7 @@ class DiffusersGenerator(_DiffusersBackend):
 
     name = "diffusers"
     _task = "text-to-image"
-
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | None = None,
-        *,
-        pipeline: Any = None,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        batch_size: int = 4,
-        local_files_only: bool = True,
-        pipeline_kwargs: Mapping[str, Any] | None = None,
-        load_kwargs: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            model,
-            pipeline=pipeline,
-            device=device,
-            dtype=dtype,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            batch_size=batch_size,
-            local_files_only=local_files_only,
-            pipeline_kwargs=pipeline_kwargs,
-            load_kwargs=load_kwargs,
-        )
+    # The constructor is the shared one (its arguments are the ones documented above).
 
     def _load_from_model(self, diffusers: Any, model: str) -> Any:
         return self._from_pretrained(diffusers.AutoPipelineForText2Image, model)
