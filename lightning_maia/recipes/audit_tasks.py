@@ -11,10 +11,12 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_maia.analysis.risk import SCORES
+from lightning_maia.analysis.spurious_options import SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import (
     MisclassificationFlagger,
     remover_spurious_units,
 )
+from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 
 #: The figures each task can report (what ``--fail-on`` may name), checked before any work.
@@ -73,20 +75,21 @@ def spurious_task(
     assert data.train is not None  # AuditOptions.check and the loading made sure of it
     held_out = data.held_out if data.held_out is not None else data.loader.dataset
     remover = SpuriousFeatureRemover(
-        k=options.max_units * 3,
         class_names=state.get("class_names"),
         candidate_attributes=tuple(options.spurious_attributes),
         dataset=data.train,
         val_dataset=held_out,
-        agent=state.get("agent"),
+        budget=SearchBudget(k=options.max_units * 3),
+        backends=Backends(
+            agent=state.get("agent"),
+            designer=options.designer,
+            generator=state.get("generator"),
+            editor=state.get("editor"),
+            describer=state.get("describer"),
+        ),
+        output=Output(output_dir=str(options.out / "spurious"), progress=False),
         preprocess=state.get("preprocess"),
-        generator=state.get("generator"),
-        editor=state.get("editor"),
-        describer=state.get("describer"),
-        designer=options.designer,
-        output_dir=str(options.out / "spurious"),
         seed=options.seed,
-        progress=False,
     )
     trainer = _trainer(options.out)
     trainer.validate(model, dataloaders=data.loader, verbose=False)  # sets up the strategy

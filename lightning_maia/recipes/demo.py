@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from lightning_maia.analysis.spurious_options import SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.callbacks.options import Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
@@ -96,14 +97,13 @@ def run_demo(
         seed=seed,
     )
     remover = SpuriousFeatureRemover(
-        k=size.units_judged,
         class_names=class_names,
         candidate_attributes=("background",),
         dataset=splits["train"],
         val_dataset=splits["test"],
-        output_dir=str(out / "spurious"),
+        budget=SearchBudget(k=size.units_judged),
+        output=Output(output_dir=str(out / "spurious"), progress=progress),
         seed=seed,
-        progress=progress,
     )
     flagger = MisclassificationFlagger(
         when="fit_end",

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, DistributedSampler
 
+from lightning_maia.analysis.spurious_options import Refit, SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.callbacks.options import Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
@@ -93,7 +94,9 @@ def main(strategy: str, out: Path) -> None:
         logger=CSVLogger(out),
         callbacks=[
             UnitInterpreter(units=["backbone.pool:0-3"], output=Output(progress=False)),
-            SpuriousFeatureRemover(k=4, remedy="erase", progress=False),
+            SpuriousFeatureRemover(
+                budget=SearchBudget(k=4), refit=Refit(remedy="erase"), output=Output(progress=False)
+            ),
             MisclassificationFlagger(),
             Collect(out),
         ],

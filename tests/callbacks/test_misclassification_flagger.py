@@ -25,7 +25,9 @@ from torch.utils.data import DataLoader
 
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.analysis.masked_head import MaskedHead
+from lightning_maia.analysis.spurious_options import SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
+from lightning_maia.callbacks.options import Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.errors import BackendError, ConfigurationError
 from lightning_maia.tools.toolbox import Toolbox
@@ -325,7 +327,9 @@ def test_bad_options_are_named(options: dict[str, Any], match: str) -> None:
 def test_with_the_real_remover_the_flagger_reads_its_verdicts_and_its_masked_head(
     tmp_path: Path,
 ) -> None:
-    remover = SpuriousFeatureRemover(k=4, class_names=list(CLASSES), progress=False)
+    remover = SpuriousFeatureRemover(
+        budget=SearchBudget(k=4), class_names=list(CLASSES), output=Output(progress=False)
+    )
     flagger = MisclassificationFlagger(when="fit_end", class_bias=False)
     model = BackgroundReader()
     fit(tmp_path, [remover, flagger], model=model, train=data("train", 64))
@@ -339,7 +343,9 @@ def test_with_the_real_remover_the_flagger_reads_its_verdicts_and_its_masked_hea
 
 
 def test_a_remover_that_has_not_judged_yet_is_named_not_missing(tmp_path: Path) -> None:
-    remover = SpuriousFeatureRemover(k=4, class_names=list(CLASSES), progress=False)
+    remover = SpuriousFeatureRemover(
+        budget=SearchBudget(k=4), class_names=list(CLASSES), output=Output(progress=False)
+    )
     flagger = MisclassificationFlagger(class_bias=False)  # every validation; remover at fit end
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

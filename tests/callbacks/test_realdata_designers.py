@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_maia.analysis.masked_head import MaskedHead
+from lightning_maia.analysis.spurious_options import Refit, SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
@@ -43,7 +44,11 @@ def test_the_remover_judges_and_refits_on_real_images(
     tmp_path: Path, data: TintedDigitsDataModule, remedy: str
 ) -> None:
     remover = SpuriousFeatureRemover(
-        designer="retrieval", candidate_attributes=("colour",), k=6, remedy=remedy, progress=False
+        candidate_attributes=("colour",),
+        backends=Backends(designer="retrieval"),
+        budget=SearchBudget(k=6),
+        refit=Refit(remedy=remedy),
+        output=Output(progress=False),
     )
     model = _fit(tmp_path, [remover], data)
     figures = remover.history[-1]
@@ -90,7 +95,7 @@ def test_data_the_agent_cannot_design_on_fails_at_setup(tmp_path: Path) -> None:
     plain = TensorDataset(images, torch.arange(16) % 4)
     model = TintedDigitsClassifier(classes=4, backbone_epochs=1)
     remover = SpuriousFeatureRemover(
-        candidate_attributes=("colour",), class_names=["0", "1", "2", "3"], k=2
+        candidate_attributes=("colour",), class_names=["0", "1", "2", "3"], budget=SearchBudget(k=2)
     )
     trainer = pl.Trainer(
         default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,

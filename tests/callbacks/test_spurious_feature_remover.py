@@ -17,12 +17,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_maia.agents.records import UnitReport
+from lightning_maia.analysis.head_features import feeding_layer, head_inputs
 from lightning_maia.analysis.masked_head import MaskedHead
-from lightning_maia.callbacks.spurious_feature_remover import (
-    SpuriousFeatureRemover,
-    feeding_layer,
-    head_inputs,
-)
+from lightning_maia.analysis.spurious_options import Refit, SearchBudget
+from lightning_maia.callbacks.options import Backends, Output
+from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.errors import BackendError, ConfigurationError
 from lightning_maia.recipes.shapes_backbone import ShapesBackbone, ShapesBackboneClassifier
 from lightning_maia.tools.toolbox import Toolbox
@@ -100,7 +99,9 @@ def trainer(
 @pytest.mark.slow
 def test_select_installs_the_masked_head_logs_and_checkpoints(tmp_path: Path) -> None:
     remover = SpuriousFeatureRemover(
-        k=4, agent=ScriptedAgent(), output_dir=str(tmp_path / "maia"), progress=False
+        budget=SearchBudget(k=4),
+        backends=Backends(agent=ScriptedAgent()),
+        output=Output(output_dir=str(tmp_path / "maia"), progress=False),
     )
     classifier = model()
     train, val = loaders()
@@ -158,7 +159,10 @@ def test_select_installs_the_masked_head_logs_and_checkpoints(tmp_path: Path) ->
 @pytest.mark.slow
 def test_erase_projects_out_the_edited_directions_and_finetunes(tmp_path: Path) -> None:
     remover = SpuriousFeatureRemover(
-        k=3, remedy="erase", agent=ScriptedAgent(edit=True), finetune_epochs=2, progress=False
+        budget=SearchBudget(k=3),
+        refit=Refit(remedy="erase", finetune_epochs=2),
+        backends=Backends(agent=ScriptedAgent(edit=True)),
+        output=Output(progress=False),
     )
     classifier = model()
     trainer(tmp_path, [remover]).fit(classifier, *loaders())
@@ -174,7 +178,12 @@ def test_erase_projects_out_the_edited_directions_and_finetunes(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_every_epoch_keeps_training_with_the_mask_in_place(tmp_path: Path) -> None:
-    remover = SpuriousFeatureRemover(k=4, agent=ScriptedAgent(), when="epoch", progress=False)
+    remover = SpuriousFeatureRemover(
+        budget=SearchBudget(k=4),
+        backends=Backends(agent=ScriptedAgent()),
+        when="epoch",
+        output=Output(progress=False),
+    )
     classifier = model()
     trainer(tmp_path, [remover], epochs=2, limit_train_batches=2).fit(classifier, *loaders())
     assert [row["epoch"] for row in remover.history] == [0, 1]
@@ -182,14 +191,18 @@ def test_every_epoch_keeps_training_with_the_mask_in_place(tmp_path: Path) -> No
     assert isinstance(head, MaskedHead)
     assert torch.all(head.weight[:, head.mask == 0] == 0)
     assert remover.state_dict()["history"] == remover.history
-    restored = SpuriousFeatureRemover(k=4)
+    restored = SpuriousFeatureRemover(budget=SearchBudget(k=4))
     restored.load_state_dict(remover.state_dict())
     assert restored.history == remover.history
     assert torch.equal(restored.decision["mask"], head.mask)
 
 
 def test_a_failing_agent_warns_and_training_finishes(tmp_path: Path) -> None:
-    remover = SpuriousFeatureRemover(k=2, agent=BrokenAgent(), progress=False)
+    remover = SpuriousFeatureRemover(
+        budget=SearchBudget(k=2),
+        backends=Backends(agent=BrokenAgent()),
+        output=Output(progress=False),
+    )
     classifier = model()
     run = trainer(tmp_path, [remover], limit_train_batches=1)
     with pytest.warns(UserWarning, match="SpuriousFeatureRemover") as caught:
@@ -204,34 +217,64 @@ def test_a_failing_agent_warns_and_training_finishes(tmp_path: Path) -> None:
 
 
 def test_on_error_raise_is_strict(tmp_path: Path) -> None:
-    remover = SpuriousFeatureRemover(k=1, agent=BrokenAgent(), on_error="raise", progress=False)
+    remover = SpuriousFeatureRemover(
+        budget=SearchBudget(k=1),
+        backends=Backends(agent=BrokenAgent()),
+        output=Output(on_error="raise", progress=False),
+    )
     with pytest.raises(BackendError, match="endpoint is down"):
         trainer(tmp_path, [remover], limit_train_batches=1).fit(model(), *loaders(32, 16))
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("build", "match"),
     [
-        ({"remedy": "prune"}, "`remedy` can be select or erase, got 'prune'"),
-        ({"when": "always"}, "`when` can be fit_end or epoch, got 'always'"),
-        ({"on_error": "ignore"}, "`on_error` can be warn or raise"),
-        ({"k": 0}, "`k` can be a positive integer, got 0"),
-        ({"keep": ("spurious",)}, "`keep`"),
-        ({"finetune_epochs": -1}, "`finetune_epochs`"),
-        ({"erase_energy": 1.5}, "`erase_energy`"),
-        ({"candidate_attributes": "background"}, "`candidate_attributes`"),
-        ({"erase_energy": "most"}, r"`erase_energy` can be a share in \(0, 1\], got 'most'"),
+        (lambda: Refit(remedy="prune"), "`remedy` can be select or erase, got 'prune'"),
         (
-            {"agent": "gpt-4o"},
+            lambda: SpuriousFeatureRemover(when="always"),
+            "`when` can be fit_end or epoch, got 'always'",
+        ),
+        (lambda: Output(on_error="ignore"), "`on_error` can be one of .*'warn', 'raise'"),
+        (lambda: SearchBudget(k=0), "`k` can be a positive integer, got 0"),
+        (lambda: SearchBudget(exemplars_k=-1), "`exemplars_k` can be a positive integer, got -1"),
+        (lambda: SearchBudget(batch_size=True), "`batch_size` can be a positive integer, got True"),
+        (lambda: SpuriousFeatureRemover(every_n_epochs=0), "`every_n_epochs` can be a positive"),
+        (lambda: Refit(keep=("spurious",)), "`keep`"),
+        (lambda: Refit(finetune_epochs=-1), "`finetune_epochs`"),
+        (lambda: Refit(erase_energy=1.5), "`erase_energy`"),
+        (
+            lambda: SpuriousFeatureRemover(candidate_attributes="background"),
+            "`candidate_attributes`",
+        ),
+        (
+            lambda: Refit(erase_energy="most"),
+            r"`erase_energy` can be a share in \(0, 1\], got 'most'",
+        ),
+        (
+            lambda: SpuriousFeatureRemover(backends=Backends(agent="gpt-4o")),
             r"`agent` can be an agent object .*'scientist' or None, got 'gpt-4o'",
         ),
-        ({"agent": 3}, "`agent` can be an agent object"),
-        ({"protocol": "strong"}, "`protocol` can be a RefitProtocol or 'cv', got 'strong'"),
+        (
+            lambda: SpuriousFeatureRemover(backends=Backends(agent=3)),
+            "`agent` can be an agent object",
+        ),
+        (
+            lambda: Refit(protocol="strong"),
+            "`protocol` can be a RefitProtocol or 'cv', got 'strong'",
+        ),
+        (
+            lambda: SpuriousFeatureRemover(refit={"remedy": "erase"}),
+            r"`refit` can be a Refit\(\.\.\.\)",
+        ),
+        (
+            lambda: SpuriousFeatureRemover(budget=50),
+            r"`budget` can be a SearchBudget\(\.\.\.\) or None, got 50",
+        ),
     ],
 )
-def test_bad_options_are_named(kwargs: dict, match: str) -> None:
+def test_bad_options_are_named(build: Any, match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
-        SpuriousFeatureRemover(**kwargs)
+        build()
 
 
 def test_a_bad_head_fails_at_setup_before_training(tmp_path: Path) -> None:
@@ -273,7 +316,9 @@ class SaveHeadPerRank(Callback):
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_ddp_ranks_install_the_same_head(tmp_path: Path) -> None:
-    remover = SpuriousFeatureRemover(k=3, remedy="erase", progress=False)
+    remover = SpuriousFeatureRemover(
+        budget=SearchBudget(k=3), refit=Refit(remedy="erase"), output=Output(progress=False)
+    )
     train, val = loaders(train=64, val=32)
     run = pl.Trainer(
         default_root_dir=tmp_path,
@@ -301,12 +346,11 @@ def test_ddp_ranks_install_the_same_head(tmp_path: Path) -> None:
 def test_apply_works_outside_a_fit_as_an_audit_would(tmp_path: Path) -> None:
     classifier = model()
     remover = SpuriousFeatureRemover(
-        k=4,
-        agent=ScriptedAgent(),
+        budget=SearchBudget(k=4),
+        backends=Backends(agent=ScriptedAgent()),
         dataset=SpuriousShapes("train", size=64),
         val_dataset=SpuriousShapes("val", size=32),
-        output_dir=str(tmp_path),
-        progress=False,
+        output=Output(output_dir=str(tmp_path), progress=False),
     )
     figures = remover.apply(classifier)
     assert isinstance(classifier.head, MaskedHead)
@@ -332,7 +376,13 @@ class HeadAtTrainStart(Callback):
 
 def remover_for(remedy: str, when: str) -> SpuriousFeatureRemover:
     agent = ScriptedAgent(edit=remedy == "erase")
-    return SpuriousFeatureRemover(k=4, remedy=remedy, when=when, agent=agent, progress=False)
+    return SpuriousFeatureRemover(
+        budget=SearchBudget(k=4),
+        refit=Refit(remedy=remedy),
+        when=when,
+        backends=Backends(agent=agent),
+        output=Output(progress=False),
+    )
 
 
 @pytest.mark.slow
@@ -401,7 +451,12 @@ def test_the_masked_head_survives_every_load_path_of_a_plain_module(
 
 @pytest.mark.slow
 def test_early_stopping_monitors_a_remover_figure(tmp_path: Path) -> None:
-    remover = SpuriousFeatureRemover(k=4, agent=ScriptedAgent(), when="epoch", progress=False)
+    remover = SpuriousFeatureRemover(
+        budget=SearchBudget(k=4),
+        backends=Backends(agent=ScriptedAgent()),
+        when="epoch",
+        output=Output(progress=False),
+    )
     stop = EarlyStopping(
         monitor="maia/spurious/units_judged",
         mode="max",

@@ -32,14 +32,14 @@ def test_the_yaml_recipe_configures_the_designer_and_fit_removes_colour_units(
         ],
     )
     (remover,) = [c for c in cli.trainer.callbacks if isinstance(c, SpuriousFeatureRemover)]
-    assert remover.designer == "retrieval"
+    assert remover.backends.designer == "retrieval"
     figures = remover.history[-1]
     assert figures["status"] == "ok" and figures["units_failed"] == 0
     assert figures["units_judged"] == 12 and figures["units_spurious"] >= 1
     assert isinstance(cli.model.head, MaskedHead)
     judged = {j.unit.index: j.verdict for j in remover.judgements}
     kept = set(remover.decision["kept_units"])  # type: ignore[index]
-    assert remover.keep == ("core", "unclear") and remover.protocol == "cv"
+    assert remover.refit.keep == ("core", "unclear") and remover.refit.protocol == "cv"
     assert kept == {u for u, v in judged.items() if v in ("core", "unclear")}
     # Every verdict names the attribute the agent saw drive the unit.
     for judgement in remover.judgements:

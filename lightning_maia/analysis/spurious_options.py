@@ -1,0 +1,147 @@
+"""Options of the spurious-feature search and its remedy, and the backends it resolves to.
+
+Small frozen dataclasses that :func:`~lightning_maia.analysis.spurious_search.find_spurious_units`,
+:func:`~lightning_maia.analysis.spurious_search.remove_spurious_units` and the
+``SpuriousFeatureRemover`` callback take as one value each; LightningCLI configures them as
+nested mappings (``budget: {k: 12}``, ``refit: {remedy: select, protocol: cv}``). A bad value
+fails at construction with an error that names the field, what is allowed and what came.
+
+>>> Refit(remedy="erase", keep=["core", "unclear"]).keep
+('core', 'unclear')
+>>> SearchBudget(k=0)
+Traceback (most recent call last):
+...
+lightning_maia.errors.ConfigurationError: `k` can be a positive integer, got 0
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from torch.utils.data import Dataset
+
+from lightning_maia.agents.tasks import Agent
+from lightning_maia.analysis.spurious import REFIT, RefitProtocol
+from lightning_maia.errors import bad_option
+from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
+
+if TYPE_CHECKING:
+    from lightning_maia.callbacks.options import Backends
+
+REMEDIES = ("select", "erase")
+#: Verdicts whose units ``select`` may keep.
+KEEPABLE = ("core", "unclear")
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    """How much of the model the search looks at."""
+
+    #: Units the L1 regression ranks highest and the agent judges.
+    k: int = 50
+    #: Dataset exemplars per unit shown to the agent.
+    exemplars_k: int = 15
+    #: Batch size of the passes that read the head's input features.
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("k", "exemplars_k", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad_option(name, "a positive integer", value)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """How the head is refit once its units are judged: on the unbalanced training data, with
+    class labels only (no group labels)."""
+
+    #: ``select``: a head on the kept units only (MAIA's remedy); ``erase``: every unit kept,
+    #: the subspace of the agent's attribute-only edits projected out.
+    remedy: Literal["select", "erase"] = "select"
+    #: Verdicts whose units ``select`` keeps: by default the units the agent saw follow the
+    #: class with the attribute held fixed, as MAIA kept; ``("core", "unclear")`` keeps every
+    #: unit it did not judge spurious.
+    keep: tuple[Literal["core", "unclear"], ...] = ("core",)
+    #: The refit protocol (standardised features, one strong L2), or ``"cv"``: the L2 penalty
+    #: picked by cross-validation on the training features
+    #: (:func:`~lightning_maia.analysis.spurious.choose_refit`). Use ``"cv"`` on real data,
+    #: where a backbone spreads a shortcut over many units and a strong fixed penalty leans on it.
+    protocol: RefitProtocol | Literal["cv"] = REFIT
+    #: Share of the edits' feature variance the erased subspace explains (``erase``).
+    erase_energy: float = 0.8
+    #: Fine-tune the refit head this many epochs on the training features with cross-entropy
+    #: (mask and projection fixed); the callback does it after a ``fit_end`` refit only.
+    finetune_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.remedy not in REMEDIES:
+            raise bad_option("remedy", " or ".join(REMEDIES), self.remedy)
+        keep = self.keep
+        if isinstance(keep, str) or not keep or any(v not in KEEPABLE for v in keep):
+            raise bad_option("keep", "verdicts among core and unclear, e.g. ('core',)", keep)
+        object.__setattr__(self, "keep", tuple(keep))  # a list from YAML or a user reads the same
+        if not isinstance(self.protocol, RefitProtocol) and self.protocol != "cv":
+            raise bad_option("protocol", "a RefitProtocol or 'cv'", self.protocol)
+        energy = self.erase_energy
+        if (
+            isinstance(energy, bool)
+            or not isinstance(energy, numbers.Real)
+            or not 0.0 < float(energy) <= 1.0
+        ):
+            raise bad_option("erase_energy", "a share in (0, 1]", energy)
+        epochs = self.finetune_epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise bad_option("finetune_epochs", "a non-negative integer", epochs)
+
+
+@dataclass
+class ResolvedBackends:
+    """The agent object and image backends a search runs with: what :class:`Backends`
+    resolves to for one dataset (:func:`resolve_backends`)."""
+
+    agent: Agent
+    generator: ImageGenerator | None = None
+    editor: ImageEditor | None = None
+    describer: ImageDescriber | None = None
+
+
+def resolve_backends(
+    backends: Backends | None,
+    *,
+    data: Dataset[Any] | None,
+    class_names: Sequence[str] | None,
+    candidate_attributes: Sequence[str],
+    seed: int = 0,
+    owner: str = "find_spurious_units",
+) -> ResolvedBackends:
+    """The agent and backends ``backends`` asks for on ``data``: the offline scientist with the
+    designer that fits the data unless an agent is given. Raises ConfigurationError naming
+    what to configure when the agent cannot design an experiment on ``data``."""
+    # The callbacks import this module, so their helpers are imported here, not at the top.
+    from lightning_maia.callbacks._experiment_setup import given_agent, resolve_experiments
+    from lightning_maia.callbacks._shared import resolve_agent
+
+    option = backends.agent if backends is not None else None
+    agent = resolve_agent(option, seed)
+    generator = backends.generator if backends is not None else None
+    editor = backends.editor if backends is not None else None
+    describer = backends.describer if backends is not None else None
+    resolved = resolve_experiments(
+        owner, agent=given_agent(option, agent),
+        designer=backends.designer if backends is not None else None, dataset=data,
+        class_names=class_names, candidate_attributes=candidate_attributes, generator=generator,
+        editor=editor, describer=describer, seed=seed,
+    )  # fmt: skip
+    if resolved is None:  # the procedural default, or nothing to decide without data
+        return ResolvedBackends(agent, generator, editor, describer)
+    return ResolvedBackends(resolved.agent, resolved.generator, resolved.editor, resolved.describer)
+
+
+__all__ = ["KEEPABLE", "REMEDIES", "Refit", "ResolvedBackends", "SearchBudget", "resolve_backends"]
