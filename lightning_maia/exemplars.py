@@ -684,7 +684,8 @@ def _loader_settings(
 
 def _model_device(model: nn.Module) -> torch.device:
     for tensor in [*model.parameters(), *model.buffers()]:
-        return tensor.device
+        if not tensor.is_meta:  # a background snapshot keeps only the probed layers' weights
+            return tensor.device
     return torch.device("cpu")
 
 

@@ -103,7 +103,8 @@ class Subject:
     @property
     def device(self) -> torch.device:
         for tensor in [*self.model.parameters(), *self.model.buffers()]:
-            return tensor.device
+            if not tensor.is_meta:  # a background snapshot keeps only the probed layers' weights
+                return tensor.device
         return torch.device("cpu")
 
     def call_units(self, images: Tensor) -> UnitResponse:

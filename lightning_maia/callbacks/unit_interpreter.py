@@ -184,7 +184,9 @@ class UnitInterpreter(Callback):
         # Bad specs fail here, at setup, never mid-training.
         self._selections = resolve_units(pl_module, self.units, self.exemplars.class_names)
         given = self.exemplars.dataset
-        self._resolve_experiments(given or train_dataset_at_setup(trainer, "val"))
+        self._resolve_experiments(
+            given if given is not None else train_dataset_at_setup(trainer, "val")
+        )
         # Channels a layer lacks fail here too, where its width is known (or `dataset` tells).
         self._unchecked = check_unit_indices(pl_module, self._selections, given)
         # Every rank, here: under DDP the log folder is broadcast from rank zero.

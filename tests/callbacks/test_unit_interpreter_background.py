@@ -94,6 +94,32 @@ def test_a_probe_of_the_output_copies_the_whole_model() -> None:
     assert torch.equal(snapshot(torch.ones(1, 3, 8, 8)), model.eval()(torch.ones(1, 3, 8, 8)))
 
 
+class HeadFirst(nn.Module):
+    """The head is registered first: the copy's first parameter is one it does not keep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+        self.stem = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stem(x).mean(dim=(2, 3)))
+
+
+def test_a_snapshot_without_its_first_weights_runs_where_the_model_runs() -> None:
+    model = HeadFirst()
+    snapshot = probed_snapshot(
+        model, ["stem"], probed_modules(model, ["stem"], torch.rand(1, 3, 8, 8))
+    )
+    assert next(snapshot.parameters()).is_meta
+    data = ShapesWorld(size=8, seed=0, image_size=16)
+    live, copied = (
+        compute_exemplars(m, data, ["stem:*"], k=2, progress=False).layers["stem"].activations
+        for m in (model, snapshot)
+    )
+    assert torch.equal(live, copied)
+
+
 class HoldAtFitEnd(pl.Callback):
     """Keeps the stub VLM from answering until fitting has ended; records what fit end saw."""
 
