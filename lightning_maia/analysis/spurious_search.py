@@ -14,7 +14,7 @@ MAIA's §5.1 on a model and its (unbalanced) training data, no Trainer needed:
    :class:`~lightning_maia.analysis.masked_head.MaskedHead`.
 
 :class:`~lightning_maia.callbacks.spurious_feature_remover.SpuriousFeatureRemover` runs the same
-two steps inside a fit; ``lightning-maia audit`` and the benchmarks call them directly::
+two steps inside a fit; ``lightning-maia bench spurious`` calls them directly, as a user can::
 
     found = find_spurious_units(model, train_data, candidate_attributes=("background",))
     removal = remove_spurious_units(model, found, refit=Refit(remedy="select"), val_data=val)
