@@ -14,7 +14,7 @@ MAIA's §5.1 on a model and its (unbalanced) training data, no Trainer needed:
    :class:`~lightning_maia.analysis.masked_head.MaskedHead`.
 
 :class:`~lightning_maia.callbacks.spurious_feature_remover.SpuriousFeatureRemover` runs the same
-two steps inside a fit; ``lightning-maia audit`` and the benchmarks call them directly::
+two steps inside a fit; ``lightning-maia bench spurious`` calls them directly, as a user can::
 
     found = find_spurious_units(model, train_data, candidate_attributes=("background",))
     removal = remove_spurious_units(model, found, refit=Refit(remedy="select"), val_data=val)
@@ -272,6 +272,11 @@ def find_spurious_units(
     names = class_names_of(model, data, class_names)
     if names is None:
         raise bad_option("class_names", "the class names in output order", None)
+    if not isinstance(backends, ResolvedBackends):  # before the passes: a bad setup fails fast
+        backends = resolve_backends(
+            backends, data=data, class_names=names,
+            candidate_attributes=candidate_attributes, seed=seed,
+        )  # fmt: skip
     if exemplars is None:
         exemplars = compute_exemplars(
             model, data, [f"{layer}:*"], k=budget.exemplars_k, reduction=reduction,
@@ -279,11 +284,6 @@ def find_spurious_units(
         )  # fmt: skip
     features = head_inputs(model, head_module, data, budget.batch_size, progress, preprocess)
     selection = l1_top_units(features.features, features.labels, budget.k, seed=seed)
-    if not isinstance(backends, ResolvedBackends):
-        backends = resolve_backends(
-            backends, data=data, class_names=names,
-            candidate_attributes=candidate_attributes, seed=seed,
-        )  # fmt: skip
     judgements = judge_units(
         model,
         layer,

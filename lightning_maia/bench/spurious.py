@@ -48,14 +48,14 @@ from lightning_maia.analysis.spurious import (
     counterfactual_deltas,
     erase_remedy,
     head_metrics,
-    judge_units,
-    l1_top_units,
     refit_head,
     select_remedy,
 )
+from lightning_maia.analysis.spurious_options import SearchBudget
+from lightning_maia.analysis.spurious_search import find_spurious_units
 from lightning_maia.bench.provenance import state_dict_sha256
+from lightning_maia.callbacks.options import Backends
 from lightning_maia.errors import bad_option
-from lightning_maia.exemplars import compute_exemplars
 from lightning_maia.recipes.shapes_backbone import (
     CLASSIFIER_FEATURE_LAYER,
     BackboneConfig,
@@ -215,25 +215,19 @@ def run_seed(seed: int, settings: Settings, agent: Agent) -> dict[str, Any]:
         erm_head = head_metrics(model.head(test.features), test.labels, test.groups)
 
     tic = time.perf_counter()
-    selection = l1_top_units(train.features, train.labels, settings.top, seed=seed)
-    exemplars = compute_exemplars(
+    # The remover's own search: the L1 ranking on the features the head reads, then the agent.
+    found = find_spurious_units(
         model,
         splits["train"],
-        [f"{CLASSIFIER_FEATURE_LAYER}:*"],
-        k=settings.exemplars_k,
-        progress=False,
-    )
-    judgements = judge_units(
-        model,
-        CLASSIFIER_FEATURE_LAYER,
-        selection.units,
         class_names=class_names,
         candidate_attributes=("background",),
-        agent=agent,
-        exemplars=exemplars,
-        l1_weights=selection.weights,
+        feature_layer=CLASSIFIER_FEATURE_LAYER,
+        backends=Backends(agent=agent),
+        budget=SearchBudget(k=settings.top, exemplars_k=settings.exemplars_k),
         seed=seed,
+        progress=True,
     )
+    selection, judgements = found.selection, found.judgements
     timings["agent"] = time.perf_counter() - tic
     kept = [j.unit.index for j in judgements if j.verdict in KEEP]
     k = len(kept)

@@ -36,8 +36,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import pandas as pd
-import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -63,6 +62,7 @@ from lightning_maia.analysis.spurious_search import (
     resolve_backends,
     unit_table,
 )
+from lightning_maia.callbacks._checkpoints import forget_optimizer_state, refresh_checkpoints
 from lightning_maia.callbacks._experiment_setup import train_dataset_at_setup
 from lightning_maia.callbacks._shared import (
     finished_epoch,
@@ -140,9 +140,11 @@ class SpuriousFeatureRemover(Callback):
             raise bad_option("when", " or ".join(WHEN), when)
         if isinstance(candidate_attributes, str):
             raise bad_option("candidate_attributes", "a list of attributes", candidate_attributes)
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int):
-            raise bad_option("every_n_epochs", "a positive integer", every_n_epochs)
-        if every_n_epochs < 1:
+        if (
+            isinstance(every_n_epochs, bool)
+            or not isinstance(every_n_epochs, int)
+            or every_n_epochs < 1
+        ):
             raise bad_option("every_n_epochs", "a positive integer", every_n_epochs)
         for name, value, kind in (
             ("budget", budget, SearchBudget),
@@ -280,7 +282,7 @@ class SpuriousFeatureRemover(Callback):
                 figures = {"status": "failed", "failure_reason": str(error)}
         decision = trainer.strategy.broadcast(decision, src=0)
         if decision is not None:
-            _forget_optimizer_state(trainer, self._install(pl_module, head_path, decision))
+            forget_optimizer_state(trainer, self._install(pl_module, head_path, decision))
         # Every rank keeps (and logs) the same figures, so monitors see them under DDP too.
         if figures is not None:
             figures = {k: v for k, v in figures.items() if not isinstance(v, Tensor)}
@@ -425,44 +427,6 @@ class SpuriousFeatureRemover(Callback):
         for adapter in self._adapters or []:
             adapter.log_table("maia/spurious_units", table, trainer.global_step)
             adapter.log_file(path, trainer.global_step)
-
-
-def refresh_checkpoints(trainer: pl.Trainer) -> list[str]:
-    """Save again the ModelCheckpoint files that hold the final weights (saved at this global
-    step), so that after a ``fit_end`` refit they hold the new head too. Every rank calls it
-    (saving is collective); returns the paths."""
-    paths: list[tuple[str, bool]] = []
-    if trainer.is_global_zero:
-        for callback in trainer.checkpoint_callbacks:
-            if not isinstance(callback, ModelCheckpoint):
-                continue
-            saved = {*callback.best_k_models, callback.best_model_path, callback.last_model_path}
-            for path in sorted(saved - {""}):
-                if _saved_at_step(Path(path)) == trainer.global_step:
-                    paths.append((str(path), callback.save_weights_only))
-    paths = trainer.strategy.broadcast(paths, src=0)
-    for path, weights_only in paths:
-        trainer.save_checkpoint(path, weights_only=weights_only)
-    return [path for path, _ in paths]
-
-
-def _saved_at_step(path: Path) -> int | None:
-    """The global step a local checkpoint file was saved at (None: not a local checkpoint)."""
-    if not path.is_file():
-        return None
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (OSError, RuntimeError, ValueError):
-        return None
-    step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
-    return int(step) if step is not None else None
-
-
-def _forget_optimizer_state(trainer: pl.Trainer, head: nn.Module) -> None:
-    """Momentum built up for the old head would push the new one; drop it."""
-    for optimizer in trainer.optimizers:
-        for parameter in head.parameters():
-            optimizer.state.pop(parameter, None)
 
 
 def _warn(message: str) -> None:
