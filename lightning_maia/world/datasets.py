@@ -13,7 +13,8 @@ item also has a worker-safe :meth:`~ProceduralDataset.sample_id` from which the 
 re-derives its scene (:meth:`~lightning_maia.world.provenance.ProvenanceStore.admit`). The
 exemplar pass admits what it reads, so ``num_workers > 0`` works there; ``sample_ids=True`` makes
 items ``(image, label, sample_id)`` for loops of your own. A ``transform`` makes a new image
-without a scene (see :mod:`lightning_maia.world.provenance`): give it to the model instead.
+without a scene (see :mod:`lightning_maia.world.provenance`): give a model's normalisation as
+``Subject(preprocess=...)`` instead.
 
 ``metadata`` gives one row per item, computed from scenes without rendering.
 

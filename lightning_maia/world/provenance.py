@@ -24,9 +24,11 @@ datasets built with ``sample_ids=True`` also carry the id in each sample, ``(ima
 for a loop of your own (pass the ids to the synthetic neurons' ``forward`` or to ``admit``).
 
 **Transforms.** A dataset ``transform`` makes a new image that no longer is its scene's
-rendering: its facts keep the origin but no scene, so a synthetic neuron or a procedural tool
-that reads it fails saying so. Give the transform to the model instead (``Subject(preprocess=)``
-or ``denormalize`` on the data), so that tools and neurons see the rendering.
+rendering: its facts keep the origin (``... after its transform``) but no scene, so a synthetic
+neuron refuses it saying so, and a procedural tool finds no scene. For a model of your own, give
+its normalisation as ``Subject(preprocess=...)`` rather than as the dataset's transform (tools
+then handle the renderings); synthetic neurons answer renderings only, so read their data
+without ``transform``.
 
 >>> from lightning_maia.world.scene import Scene
 >>> store = ProvenanceStore(max_entries=2)
