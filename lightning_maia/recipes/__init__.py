@@ -16,9 +16,7 @@ from lightning_maia.recipes.backend_registry import (
     describe_backends,
     register_backend,
 )
-from lightning_maia.recipes.demo import (
-    run_demo,
-)
+from lightning_maia.recipes.demo import run_demo
 from lightning_maia.recipes.lightning_modules import (
     ImageFolderDataModule,
     SpuriousShapesClassifier,

@@ -11,12 +11,8 @@ from lightning_maia.reporting.adapters import (
     adapters_for,
     log_key,
 )
-from lightning_maia.reporting.audit_sections import (
-    AuditFindings,
-)
-from lightning_maia.reporting.csv_adapter import (
-    CSVAdapter,
-)
+from lightning_maia.reporting.audit_sections import AuditFindings
+from lightning_maia.reporting.csv_adapter import CSVAdapter
 from lightning_maia.reporting.html_report import (
     ReportImage,
     UnitSection,
@@ -34,20 +30,14 @@ from lightning_maia.reporting.junit import (
     junit_xml,
     write_junit,
 )
-from lightning_maia.reporting.mlflow_adapter import (
-    MLflowAdapter,
-)
+from lightning_maia.reporting.mlflow_adapter import MLflowAdapter
 from lightning_maia.reporting.results_store import (
     load_audit,
     load_results,
     save_results,
 )
-from lightning_maia.reporting.tensorboard_adapter import (
-    TensorBoardAdapter,
-)
-from lightning_maia.reporting.wandb_adapter import (
-    WandbAdapter,
-)
+from lightning_maia.reporting.tensorboard_adapter import TensorBoardAdapter
+from lightning_maia.reporting.wandb_adapter import WandbAdapter
 
 __all__ = [
     "AuditFindings",
