@@ -11,8 +11,6 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from lightning_maia.errors import bad_option
-
 #: Benchmark name -> module under lightning_maia.bench.
 BENCHMARKS: dict[str, str] = {
     "exemplars": "lightning_maia.bench.exemplars",
@@ -30,7 +28,12 @@ BENCHMARKS: dict[str, str] = {
 def get_benchmark(name: str) -> Callable[..., dict[str, Any]]:
     """The ``run`` function of benchmark ``name``."""
     if name not in BENCHMARKS:
+        from lightning_maia.errors import bad_option
+
         raise bad_option("benchmark", ", ".join(sorted(BENCHMARKS)) + " or all", name)
     module = importlib.import_module(BENCHMARKS[name])
     run: Callable[..., dict[str, Any]] = module.run
     return run
+
+
+__all__ = ["BENCHMARKS", "get_benchmark"]

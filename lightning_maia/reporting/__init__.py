@@ -6,22 +6,60 @@ step that never goes backwards, from global rank zero only. :mod:`.images` tiles
 grids and writes PNG files, without torchvision.
 """
 
-from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for, log_key
+from lightning_maia.reporting.adapters import (
+    LoggerAdapter,
+    adapters_for,
+    log_key,
+)
+from lightning_maia.reporting.audit_sections import AuditFindings
 from lightning_maia.reporting.csv_adapter import CSVAdapter
-from lightning_maia.reporting.images import make_grid, save_png, to_png_bytes
+from lightning_maia.reporting.html_report import (
+    ReportImage,
+    UnitSection,
+    render_report,
+    sections_from_toolbox,
+    write_report,
+)
+from lightning_maia.reporting.images import (
+    make_grid,
+    save_png,
+    to_png_bytes,
+)
+from lightning_maia.reporting.junit import (
+    CheckResult,
+    junit_xml,
+    write_junit,
+)
 from lightning_maia.reporting.mlflow_adapter import MLflowAdapter
+from lightning_maia.reporting.results_store import (
+    load_audit,
+    load_results,
+    save_results,
+)
 from lightning_maia.reporting.tensorboard_adapter import TensorBoardAdapter
 from lightning_maia.reporting.wandb_adapter import WandbAdapter
 
 __all__ = [
+    "AuditFindings",
     "CSVAdapter",
+    "CheckResult",
     "LoggerAdapter",
     "MLflowAdapter",
+    "ReportImage",
     "TensorBoardAdapter",
+    "UnitSection",
     "WandbAdapter",
     "adapters_for",
+    "junit_xml",
+    "load_audit",
+    "load_results",
     "log_key",
     "make_grid",
+    "render_report",
     "save_png",
+    "save_results",
+    "sections_from_toolbox",
     "to_png_bytes",
+    "write_junit",
+    "write_report",
 ]
