@@ -76,3 +76,26 @@ def test_quick_bench_writes_every_row_and_reuses_the_cached_backbone(
 def test_unknown_agent_is_named() -> None:
     with pytest.raises(Exception, match="`agent` can be scientist"):
         spurious_bench.run(quick=True, agent="oracle")
+
+
+def test_unknown_suite_is_named() -> None:
+    with pytest.raises(Exception, match="`suite` can be standard, shortcut"):
+        spurious_bench.run(quick=True, suite="entangled")
+
+
+def test_shortcut_setting_is_a_benchmark_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_maia.bench import BENCHMARKS, get_benchmark
+
+    calls: list[dict[str, object]] = []
+
+    def recorded(**kwargs: object) -> dict[str, object]:
+        calls.append(kwargs)
+        return {}
+
+    monkeypatch.setattr(spurious_bench, "run", recorded)
+    monkeypatch.setattr("lightning_maia.bench.spurious_shortcut.run_spurious", recorded)
+    assert "spurious_shortcut" in BENCHMARKS  # so `bench all` runs both settings
+    get_benchmark("spurious_shortcut")(quick=True, seed=3)
+    assert calls == [{"quick": True, "seed": 3, "agent": "scientist", "suite": "shortcut"}]
+    # Training data of the shortcut setting leaves 1 in 100 items off the shortcut.
+    assert spurious_bench.SUITES == {"standard": 0.95, "shortcut": 0.99}

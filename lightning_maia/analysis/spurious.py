@@ -8,7 +8,9 @@ The pipeline of MAIA's §5.1, as functions on penultimate features (``(N, F)`` t
    the class, or a candidate spurious attribute (e.g. the background) with the class held
    fixed? Verdicts ``core`` / ``spurious`` / ``unclear`` (``failed`` when the run failed).
 3. Remedies, each refit on the *unbalanced* training data without group labels:
-   :func:`select_remedy` (MAIA's: a head on the kept units only) and :func:`erase_remedy`
+   :func:`select_remedy` (MAIA's: a head on the kept units only, optionally on the data plus
+   copies shifted along the agent's counterfactual edits, :func:`counterfactual_augment`) and
+   :func:`erase_remedy`
    (project out the subspace along which features move when the agent's edits change only the
    spurious attribute — :func:`counterfactual_deltas`, :func:`spurious_subspace` — keep all
    units).
@@ -280,6 +282,33 @@ def resolve_protocol(
     return choose_refit(features, labels, units, projection=projection, num_classes=num_classes)
 
 
+def counterfactual_augment(
+    features: Tensor, labels: Tensor, deltas: Tensor, copies: int = 1, *, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """``features`` and ``labels`` plus ``copies`` shifted copies of every item: item ``i``
+    plus the feature change of a counterfactual edit drawn at random from ``deltas`` (edits
+    that changed only the spurious attribute), with its own label.
+
+    Why: a head refit on shortcut data leans on whatever of the shortcut is left in the units
+    it is given; shifted copies show it items whose spurious attribute moved while the class
+    did not, so it learns to ignore those directions without losing what else they carry
+    (projecting them out, :func:`erase_remedy`, removes both). Draw ``j`` of copy ``c`` comes
+    from one generator seeded with ``seed``.
+    """
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+        raise bad_option("copies", "a non-negative int", copies)
+    if copies == 0:
+        return features, labels
+    if deltas.ndim != 2 or deltas.shape[0] == 0 or deltas.shape[1] != features.shape[1]:
+        raise bad_option(
+            "deltas", f"an (M, {features.shape[1]}) tensor with M >= 1", tuple(deltas.shape)
+        )
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(deltas.shape[0], (copies * features.shape[0],), generator=generator)
+    shifted = features.float().repeat(copies, 1) + deltas.float()[picks]
+    return torch.cat([features.float(), shifted]), torch.cat([labels, labels.repeat(copies)])
+
+
 def select_remedy(
     features: Tensor,
     labels: Tensor,
@@ -287,8 +316,17 @@ def select_remedy(
     *,
     protocol: RefitChoice = REFIT,
     num_classes: int | None = None,
+    deltas: Tensor | None = None,
+    copies: int = 0,
+    seed: int = 0,
 ) -> LinearHead:
-    """MAIA's remedy: a head on the kept units only, refit on the (unbalanced) data."""
+    """MAIA's remedy: a head on the kept units only, refit on the (unbalanced) data; with
+    ``deltas`` and ``copies`` > 0, on the data plus its counterfactual copies
+    (:func:`counterfactual_augment`)."""
+    if copies and deltas is None:
+        raise bad_option("deltas", "the counterfactual feature changes when copies > 0", None)
+    if deltas is not None:
+        features, labels = counterfactual_augment(features, labels, deltas, copies, seed=seed)
     chosen = resolve_protocol(protocol, features, labels, kept_units, num_classes=num_classes)
     return refit_head(features, labels, kept_units, protocol=chosen, num_classes=num_classes)
 
@@ -510,6 +548,7 @@ __all__ = [
     "UnitJudgement",
     "balanced_indices",
     "choose_refit",
+    "counterfactual_augment",
     "counterfactual_deltas",
     "dataset_groups",
     "edit_pairs",

@@ -12,9 +12,12 @@ group-balanced ``test`` split. Rows, each a head on the ERM model's penultimate 
   its top ``k``, where ``k`` is the number of units the agent kept; ``random_k``: ``k`` units
   drawn at random from the top 50 (mean and std over 5 draws per seed);
 - ``maia``: the units among the top 50 that the agent judged ``core`` in ``spurious_check``
-  (they follow the shape with the background held fixed; candidate attribute ``background``);
+  (they follow the shape with the background held fixed; candidate attribute ``background``),
+  or every top unit not judged ``spurious`` (:data:`KEEPS`), refit on the training data plus
+  0, 1 or 3 copies of it shifted along the feature changes of the agent's background-only
+  edits (:data:`COPIES`, :func:`~lightning_maia.analysis.spurious.counterfactual_augment`);
 - ``erasure``: every unit, with the subspace along which the agent's background-only edits
-  move the features projected out;
+  move the features projected out (its energy share from :data:`ERASE_ENERGIES`);
 - ``dfr``: deep feature reweighting as Kirichenko et al. (:func:`~lightning_maia.analysis.dfr.
   dfr_head`): an L1 head on group-balanced subsamples of the held-out split, ``C`` chosen by
   worst-group accuracy on half of it, coefficients averaged over 10 subsamples -- an oracle
@@ -23,21 +26,28 @@ group-balanced ``test`` split. Rows, each a head on the ERM model's penultimate 
 Every refit row except ``dfr`` is fit on the unbalanced training data without group labels,
 with standardised features and an L2 strength ``C`` from :data:`C_GRID` chosen per row (per
 random draw for ``random_k``) by balanced accuracy on the validation split, never the test
-split; ``per_seed[i]["c"]`` records the choices. Goals compare ``maia`` with ``erm_head``.
-Full mode runs 3 backbone seeds and reports the mean and ``spread_over_seeds`` (std);
-``--quick`` uses one.
+split; ``per_seed[i]["c"]`` records the choices. The ``maia`` row's keep policy and copies
+and the ``erasure`` row's energy are chosen the same way, jointly with ``C``
+(``per_seed[i]["chosen"]``, the validation scores of every choice beside it). Goals compare
+``maia`` with ``erm_head``.
+
+Two settings (``--suite``, :data:`SUITES`): ``standard`` (p=0.95, as MAIA's) and ``shortcut``
+(p=0.99, where the ERM head fails; also ``lightning-maia bench spurious_shortcut``, so
+``bench all`` runs both). Full mode runs 3 backbone seeds and reports the mean and
+``spread_over_seeds`` (std); ``--quick`` uses one.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.tasks import Agent
@@ -87,12 +97,19 @@ ROWS: tuple[str, ...] = (
 #: Inverse L2 strengths (on standardised features) a refit row may take: every row takes the
 #: one with the best balanced accuracy on the validation split, never the test split.
 C_GRID: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-#: Verdicts whose units the ``maia`` row keeps: the units that follow the class (as MAIA kept).
-KEEP: tuple[str, ...] = ("core",)
-#: Share of the edits' feature-change energy the erased subspace explains (fixed on the
-#: validation splits while developing; ``validation_erase`` shows the others).
-ERASE_ENERGY = 0.8
+#: Keep policies the ``maia`` row may take (verdicts whose units it keeps): the units that
+#: follow the class, as MAIA kept, or every unit not judged spurious; chosen on validation.
+KEEPS: tuple[tuple[str, ...], ...] = (("core",), ("core", "unclear"))
+#: Counterfactual copies of every training item (:func:`~lightning_maia.analysis.spurious.
+#: counterfactual_augment`) the ``maia`` row may add; chosen on validation (0: plain select).
+COPIES: tuple[int, ...] = (0, 1, 3)
+#: Shares of the edits' feature-change energy the erased subspace may explain; the
+#: ``erasure`` row takes the one (with its C) that scores best on validation.
 ERASE_ENERGIES: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
+#: Settings (``--suite``): the background matches the shape in training with probability
+#: ``p``. ``standard`` is MAIA's; at ``shortcut`` (1 in 100 training items off the shortcut)
+#: the Lightning-trained ERM head fails (balanced accuracy 0.67, worst group 0 on seed 0).
+SUITES: dict[str, float] = {"standard": 0.95, "shortcut": 0.99}
 
 AGENTS: dict[str, Callable[[int], Agent]] = {
     "scientist": lambda seed: ScientistAgent(seed=seed),
@@ -113,6 +130,8 @@ class Settings:
     random_draws: int = 5
     erm_epochs: int = 10
     exemplars_k: int = 15
+    #: Probability that a training item lies on its class's background.
+    p: float = 0.95
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 
@@ -120,12 +139,17 @@ FULL = Settings(seeds=3)
 QUICK = Settings(seeds=1)
 
 
-def run(quick: bool = False, seed: int = 0, agent: str = "scientist") -> dict[str, Any]:
-    """Every row on every backbone seed; the figures averaged over seeds."""
+def run(
+    quick: bool = False, seed: int = 0, agent: str = "scientist", suite: str = "standard"
+) -> dict[str, Any]:
+    """Every row on every backbone seed of the setting ``suite``; the figures averaged over
+    seeds."""
     if agent not in AGENTS:
         raise bad_option("agent", ", ".join(AGENTS), agent)
+    if suite not in SUITES:
+        raise bad_option("suite", ", ".join(SUITES), suite)
     started = time.perf_counter()
-    settings = QUICK if quick else FULL
+    settings = replace(QUICK if quick else FULL, p=SUITES[suite])
     seeds = [seed + offset for offset in range(settings.seeds)]
     results = [run_seed(s, settings, AGENTS[agent](s)) for s in seeds]
     balanced: dict[str, Any] = {}
@@ -146,7 +170,9 @@ def run(quick: bool = False, seed: int = 0, agent: str = "scientist") -> dict[st
         spread[row] = {key: float(np.std(values)) for key, values in per_seed.items()}
     maia, maia_worst = balanced["maia"], worst["maia"]
     # The comparator is the head the user already has: the Lightning-trained ERM head.
+    erm_fails = bool(balanced["erm_head"] <= 0.85 or worst["erm_head"] <= 0.5)
     goals = {
+        "erm_head_fails": erm_fails,
         "maia_vs_erm_head": maia - balanced["erm_head"],
         "maia_vs_erm_head_worst_group": maia_worst - worst["erm_head"],
         "maia_vs_random_k": maia - balanced["random_k"]["mean"],
@@ -154,8 +180,10 @@ def run(quick: bool = False, seed: int = 0, agent: str = "scientist") -> dict[st
         "maia_at_least_erm_head": bool(
             maia >= balanced["erm_head"] and maia_worst >= worst["erm_head"]
         ),
+        # Stated for the setting where the ERM head fails (``--suite shortcut``).
         "met_where_erm_fails": bool(
-            maia >= balanced["erm_head"] + 0.10
+            erm_fails
+            and maia >= balanced["erm_head"] + 0.10
             and maia_worst >= worst["erm_head"] + 0.25
             and maia >= balanced["random_k"]["mean"] + 0.15
             and maia >= balanced["dfr"] - 0.05
@@ -175,9 +203,13 @@ def run(quick: bool = False, seed: int = 0, agent: str = "scientist") -> dict[st
         "protocol": {
             "c_grid": list(C_GRID),
             "c_chosen_on": "validation balanced accuracy (dfr: held-out worst-group accuracy)",
-            "keep": list(KEEP),
-            "erase_energy": ERASE_ENERGY,
+            "keep_choices": [list(keep) for keep in KEEPS],
+            "copies_choices": list(COPIES),
+            "erase_energy_choices": list(ERASE_ENERGIES),
+            "chosen_on": "validation balanced accuracy (class labels only)",
+            "train_shortcut_p": settings.p,
         },
+        "suite": suite,
         "agent": agent,
         "quick": quick,
     }
@@ -195,6 +227,7 @@ def run_seed(seed: int, settings: Settings, agent: Agent) -> dict[str, Any]:
         val=settings.val,
         test=settings.test,
         holdout=settings.holdout,
+        p=settings.p,
     )
     tic = time.perf_counter()
     features = {name: extract_features(backbone, data) for name, data in splits.items()}
@@ -229,31 +262,49 @@ def run_seed(seed: int, settings: Settings, agent: Agent) -> dict[str, Any]:
     )
     selection, judgements = found.selection, found.judgements
     timings["agent"] = time.perf_counter() - tic
-    kept = [j.unit.index for j in judgements if j.verdict in KEEP]
-    k = len(kept)
-
+    deltas = counterfactual_deltas(
+        model, CLASSIFIER_FEATURE_LAYER, [j.toolbox for j in judgements if j.toolbox is not None]
+    )
     tic = time.perf_counter()
     val = features["val"]
+    # MAIA's row: the keep policy and the counterfactual copies (with C) best on validation.
+    maia_choices: dict[tuple[tuple[str, ...], int], tuple[LinearHead, float, float]] = {}
+    for keep in KEEPS:
+        keep_units = [j.unit.index for j in judgements if j.verdict in keep]
+        for copies in COPIES if deltas.shape[0] else (0,):
+            select = partial(
+                _select, train, keep_units or selection.units[:1], deltas, copies, seed
+            )
+            head, c = _fit_on_validation(select, val)
+            maia_choices[(keep, copies)] = (head, c, _evaluate(head, val)["balanced_accuracy"])
+    keep_chosen, copies_chosen = max(maia_choices, key=lambda key: maia_choices[key][2])
+    kept = [j.unit.index for j in judgements if j.verdict in keep_chosen]
+    k = len(kept)
     fits: dict[str, Callable[[RefitProtocol], LinearHead]] = {
         "erm_all": lambda p: refit_head(train.features, train.labels, protocol=p),
         "l1_top50": lambda p: refit_head(train.features, train.labels, selection.units, protocol=p),
         "l1_topk": lambda p: refit_head(
             train.features, train.labels, selection.units[: max(k, 1)], protocol=p
         ),
-        "maia": lambda p: select_remedy(
-            train.features, train.labels, kept or selection.units[:1], protocol=p
-        ),
     }
-    deltas = counterfactual_deltas(
-        model, CLASSIFIER_FEATURE_LAYER, [j.toolbox for j in judgements if j.toolbox is not None]
-    )
-    fits["erasure"] = lambda p: erase_remedy(
-        train.features, train.labels, deltas, energy=ERASE_ENERGY, protocol=p
-    )
     heads: dict[str, LinearHead] = {}
     chosen_c: dict[str, float] = {}
     for name, fit in fits.items():
         heads[name], chosen_c[name] = _fit_on_validation(fit, val)
+    heads["maia"], chosen_c["maia"], _ = maia_choices[(keep_chosen, copies_chosen)]
+    erase_choices = {
+        energy: _fit_on_validation(partial(_erase, train, deltas, energy), val)
+        for energy in (ERASE_ENERGIES if deltas.shape[0] else ())
+    }
+    validation_erase = {
+        str(energy): _evaluate(head, val)["balanced_accuracy"]
+        for energy, (head, _) in erase_choices.items()
+    }
+    energy_chosen = max(erase_choices, key=lambda e: validation_erase[str(e)], default=None)
+    if energy_chosen is not None:
+        heads["erasure"], chosen_c["erasure"] = erase_choices[energy_chosen]
+    else:  # no edit changed only the background: nothing to erase, every unit refit
+        heads["erasure"], chosen_c["erasure"] = heads["erm_all"], chosen_c["erm_all"]
     holdout = features["holdout"]
     assert holdout.groups is not None
     dfr = dfr_head(holdout.features, holdout.labels, holdout.groups, seed=seed)
@@ -272,19 +323,6 @@ def run_seed(seed: int, settings: Settings, agent: Agent) -> dict[str, Any]:
         "worst_group_accuracy": _mean([d["worst_group_accuracy"] for d in draws]),
     }
     validation = {name: _evaluate(head, val) for name, head in heads.items()}
-    validation_erase = {
-        str(energy): _evaluate(
-            erase_remedy(
-                train.features,
-                train.labels,
-                deltas,
-                energy=energy,
-                protocol=RefitProtocol(c=chosen_c["erasure"]),
-            ),
-            val,
-        )["balanced_accuracy"]
-        for energy in ERASE_ENERGIES
-    }
     timings["refits"] = time.perf_counter() - tic
     verdicts: dict[str, int] = {}
     for judgement in judgements:
@@ -294,6 +332,15 @@ def run_seed(seed: int, settings: Settings, agent: Agent) -> dict[str, Any]:
         "rows": rows,
         "validation": validation,
         "validation_erase": validation_erase,
+        "validation_maia": {
+            f"{'+'.join(keep)}/copies={copies}": score
+            for (keep, copies), (_, _, score) in maia_choices.items()
+        },
+        "chosen": {
+            "maia_keep": list(keep_chosen),
+            "maia_copies": copies_chosen,
+            "erase_energy": energy_chosen,
+        },
         "random_draws": draws,
         "erm_head": erm_head,
         "c": chosen_c,
@@ -307,6 +354,31 @@ def run_seed(seed: int, settings: Settings, agent: Agent) -> dict[str, Any]:
         "backbone_sha256": state_dict_sha256(backbone),
         "timings": timings,
     }
+
+
+def _select(
+    train: SplitFeatures,
+    units: list[int],
+    deltas: Tensor,
+    copies: int,
+    seed: int,
+    protocol: RefitProtocol,
+) -> LinearHead:
+    return select_remedy(
+        train.features,
+        train.labels,
+        units,
+        protocol=protocol,
+        deltas=deltas if copies else None,
+        copies=copies,
+        seed=seed,
+    )
+
+
+def _erase(
+    train: SplitFeatures, deltas: Tensor, energy: float, protocol: RefitProtocol
+) -> LinearHead:
+    return erase_remedy(train.features, train.labels, deltas, energy=energy, protocol=protocol)
 
 
 def _refit_units(train: SplitFeatures, units: list[int], protocol: RefitProtocol) -> LinearHead:

@@ -19,6 +19,7 @@ from lightning_maia.analysis.spurious import (
     RefitProtocol,
     balanced_indices,
     choose_refit,
+    counterfactual_augment,
     counterfactual_deltas,
     dataset_groups,
     erase_projection,
@@ -80,6 +81,58 @@ def test_select_remedy_on_core_units_is_robust_on_balanced_data() -> None:
     # Dropped units get exactly zero weight; the mask says which were kept.
     assert core.mask.tolist() == [1.0] * 3 + [0.0] * 7
     assert torch.all(core.weight[:, 3:] == 0)
+
+
+def test_counterfactual_augment_adds_shifted_copies_with_their_labels() -> None:
+    features = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    # One delta: every copy is shifted by it, copies in the order of the items.
+    x, y = counterfactual_augment(features, labels, torch.tensor([[10.0, -1.0]]), copies=2)
+    assert x.tolist() == [[0, 0], [1, 1], [10, -1], [11, 0], [10, -1], [11, 0]]
+    assert y.tolist() == [0, 1, 0, 1, 0, 1]
+    # No copies: the data as it was; draws are pinned by the seed.
+    assert counterfactual_augment(features, labels, torch.ones(3, 2), 0)[0] is features
+    deltas = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    first = counterfactual_augment(features, labels, deltas, 3, seed=4)[0]
+    assert torch.equal(first, counterfactual_augment(features, labels, deltas, 3, seed=4)[0])
+    with pytest.raises(ConfigurationError, match="`copies` can be a non-negative int"):
+        counterfactual_augment(features, labels, deltas, -1)
+    with pytest.raises(ConfigurationError, match="`deltas` can be an \\(M, 2\\) tensor"):
+        counterfactual_augment(features, labels, torch.ones(4, 3), 1)
+    with pytest.raises(ConfigurationError, match="`deltas`"):
+        select_remedy(features, labels, [0, 1], copies=1)
+
+
+def mixed(n: int, p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit 0 carries the class; unit 1 a little of the class and much of a background that
+    matches it with probability p: a unit the agent may judge core that still carries the
+    shortcut."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    background = torch.where(torch.rand(n, generator=g) < p, labels, 1 - labels)
+    core = labels[:, None].float() + 0.6 * torch.randn(n, 1, generator=g)
+    mix = 0.5 * labels[:, None].float() + 2.0 * background[:, None].float()
+    mix = mix + 0.3 * torch.randn(n, 1, generator=g)
+    return torch.cat([core, mix], 1), labels, labels * 2 + background
+
+
+def test_counterfactual_copies_teach_the_select_head_to_ignore_the_edited_direction() -> None:
+    train, labels, _ = mixed(600, 0.99, seed=0)
+    test, test_labels, test_groups = mixed(800, 0.5, seed=1)
+    # Background-only edits move unit 1 by the background's +-2 and leave unit 0 alone.
+    deltas = torch.tensor([[0.0, 2.0], [0.0, -2.0]])
+    protocol = RefitProtocol(c=1.0)
+    plain = select_remedy(train, labels, [0, 1], protocol=protocol)
+    shifted = select_remedy(train, labels, [0, 1], protocol=protocol, deltas=deltas, copies=3)
+    # The plain refit leans on unit 1 (the shortcut) more than on unit 0; the shifted one
+    # reads mostly unit 0.
+    assert plain.weight[1, 1] > plain.weight[1, 0] > 0
+    assert 0 < shifted.weight[1, 1] < 0.5 * shifted.weight[1, 0]
+    before = head_metrics(plain.logits(test), test_labels, test_groups)
+    after = head_metrics(shifted.logits(test), test_labels, test_groups)
+    assert before["worst_group_accuracy"] < 0.2
+    assert after["worst_group_accuracy"] > before["worst_group_accuracy"] + 0.4
+    assert after["balanced_accuracy"] > before["balanced_accuracy"] + 0.15
 
 
 def entangled(n: int, p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
