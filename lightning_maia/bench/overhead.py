@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -119,6 +120,10 @@ def _snapshot_share() -> dict[str, int]:
     }
 
 
+def _say(line: str) -> None:
+    print(f"bench overhead: {line}", file=sys.stderr, flush=True)
+
+
 def _machine() -> dict[str, Any]:
     return {
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
@@ -159,7 +164,14 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
             backgrounds.append(_fit([background], epochs, train, val, seed))
             requests.append(len(server.chat_requests) - before)
             rows = [row for rows in background.history.values() for row in rows]
-            statuses.append({s: sum(r["status"] == s for r in rows) for s in {"ok", "failed"}})
+            statuses.append({s: sum(r["status"] == s for r in rows) for s in ("ok", "failed")})
+            # Each pair as it finishes, so a run stopped by a time limit still says something.
+            _say(
+                f"repeat {len(baselines)}/{repeats}: baseline {baselines[-1]['total']:.1f} s, "
+                f"background {backgrounds[-1]['total']:.1f} s (training "
+                f"{backgrounds[-1]['training']:.1f} s), stub requests {requests[-1]}, "
+                f"reports {statuses[-1]}, load {os.getloadavg()[0]:.1f}"
+            )
     baseline = statistics.median(f["total"] for f in baselines)
     background_total = statistics.median(f["total"] for f in backgrounds)
     background_training = statistics.median(f["training"] for f in backgrounds)
@@ -172,6 +184,7 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
         output=Output(progress=False),
     )
     with_sync = _fit([sync], epochs, train, val, seed)["total"]
+    _say(f"sync {with_sync:.1f} s")
     described = sum(len(rows) for rows in sync.history.values())
     problem = None
     if min(requests) == 0:
