@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -37,6 +38,8 @@ from lightning_maia.world import ShapesWorld
 TABLE_KEYS = ("ratio_sync", "seconds_per_unit_sync", "ratio_background_stub_vlm")
 UNITS = 8
 STUB_DELAY_S = 1.0
+#: How long each fit's stub VLM may live (a fit on a loaded machine can take minutes).
+STUB_LIFETIME_S = 3600.0
 PROBED_LAYER = "features.4"
 
 
@@ -119,6 +122,10 @@ def _snapshot_share() -> dict[str, int]:
     }
 
 
+def _say(line: str) -> None:
+    print(f"bench overhead: {line}", file=sys.stderr, flush=True)
+
+
 def _machine() -> dict[str, Any]:
     return {
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
@@ -140,12 +147,16 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
     backgrounds: list[dict[str, float]] = []
     requests: list[int] = []
     statuses: list[dict[str, int]] = []
-    with ChatServer(lambda request: reply) as server:
-        client = VLMClient(model="stub-vlm", base_url=server.base_url, timeout=30, max_retries=0)
-        # Interleaved repeats, so a slow spell on a shared machine hits both alike.
-        for _ in range(repeats):
-            baselines.append(_fit([], epochs, train, val, seed))
-            before = len(server.chat_requests)
+    failures: list[str] = []
+    # Interleaved repeats, so a slow spell on a shared machine hits both alike.
+    for _ in range(repeats):
+        baselines.append(_fit([], epochs, train, val, seed))
+        # A stub per fit, alive as long as the fit may take (a loaded machine outlived the
+        # default 120 s lifetime of one shared stub: every request was refused).
+        with ChatServer(lambda request: reply, max_lifetime_s=STUB_LIFETIME_S) as server:
+            client = VLMClient(
+                model="stub-vlm", base_url=server.base_url, timeout=30, max_retries=0
+            )
             background = UnitInterpreter(
                 units=units,
                 strategy="top_active",
@@ -157,9 +168,17 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
                 concurrency=UNITS,
             )
             backgrounds.append(_fit([background], epochs, train, val, seed))
-            requests.append(len(server.chat_requests) - before)
-            rows = [row for rows in background.history.values() for row in rows]
-            statuses.append({s: sum(r["status"] == s for r in rows) for s in {"ok", "failed"}})
+            requests.append(len(server.chat_requests))
+        rows = [row for rows in background.history.values() for row in rows]
+        statuses.append({s: sum(r["status"] == s for r in rows) for s in ("ok", "failed")})
+        failures += [r.failure_reason or "" for r in background.reports if r.failed_run][:1]
+        # Each pair as it finishes, so a run stopped by a time limit still says something.
+        _say(
+            f"repeat {len(baselines)}/{repeats}: baseline {baselines[-1]['total']:.1f} s, "
+            f"background {backgrounds[-1]['total']:.1f} s (training "
+            f"{backgrounds[-1]['training']:.1f} s), stub requests {requests[-1]}, "
+            f"reports {statuses[-1]}, load {os.getloadavg()[0]:.1f}"
+        )
     baseline = statistics.median(f["total"] for f in baselines)
     background_total = statistics.median(f["total"] for f in backgrounds)
     background_training = statistics.median(f["training"] for f in backgrounds)
@@ -172,10 +191,14 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
         output=Output(progress=False),
     )
     with_sync = _fit([sync], epochs, train, val, seed)["total"]
+    _say(f"sync {with_sync:.1f} s")
     described = sum(len(rows) for rows in sync.history.values())
     problem = None
-    if min(requests) == 0:
-        problem = f"a background fit never reached the stub VLM (requests per fit: {requests})"
+    if min(requests) == 0 or any(status["failed"] for status in statuses):
+        problem = (
+            f"a background fit did not get its descriptions from the stub VLM (requests per "
+            f"fit: {requests}, reports: {statuses}, first failure: {failures[:1]})"
+        )
     return {
         "ratio_sync": with_sync / baseline,
         "seconds_per_unit_sync": (with_sync - baseline) / max(described, 1),
@@ -196,6 +219,7 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "stub_requests_per_fit": requests,
         "stub_requests_expected_per_fit": UNITS * epochs,
         "background_reports_per_fit": statuses,
+        "background_failures": failures,
         **_snapshot_share(),
         "repeats": repeats,
         "units_per_epoch": UNITS,
