@@ -127,8 +127,8 @@ def test_the_callback_exemplars_and_its_honest_counts(photos: ImageFolder, tmp_p
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from lightning_maia.callbacks.options import Output
     from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
+    from lightning_maia.options import Output
     from lightning_maia.recipes.loading import PlainModule
 
     model = PlainModule(convnet())

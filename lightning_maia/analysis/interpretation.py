@@ -26,14 +26,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from lightning_maia.agents.experiment_setup import given_agent, resolve_agent, resolve_experiments
 from lightning_maia.agents.records import UnitReport, reports_to_dataframe
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
-from lightning_maia.callbacks._experiment_setup import given_agent, resolve_experiments
-from lightning_maia.callbacks._shared import resolve_agent
-from lightning_maia.callbacks.options import Backends, OnError
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
+from lightning_maia.options import Backends, OnError
 from lightning_maia.subject import Subject
 from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
 from lightning_maia.tools.toolbox import Toolbox

@@ -19,17 +19,16 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from torch.utils.data import Dataset
 
+from lightning_maia.agents.experiment_setup import given_agent, resolve_agent, resolve_experiments
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.spurious import REFIT, RefitProtocol
 from lightning_maia.errors import bad_option
+from lightning_maia.options import Backends
 from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
-
-if TYPE_CHECKING:
-    from lightning_maia.callbacks.options import Backends
 
 REMEDIES = ("select", "erase")
 #: Verdicts whose units ``select`` may keep.
@@ -124,10 +123,6 @@ def resolve_backends(
     """The agent and backends ``backends`` asks for on ``data``: the offline scientist with the
     designer that fits the data unless an agent is given. Raises ConfigurationError naming
     what to configure when the agent cannot design an experiment on ``data``."""
-    # The callbacks import this module, so their helpers are imported here, not at the top.
-    from lightning_maia.callbacks._experiment_setup import given_agent, resolve_experiments
-    from lightning_maia.callbacks._shared import resolve_agent
-
     option = backends.agent if backends is not None else None
     agent = resolve_agent(option, seed)
     generator = backends.generator if backends is not None else None

@@ -29,7 +29,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -63,10 +63,8 @@ from lightning_maia.analysis.spurious_options import (
 )
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
+from lightning_maia.options import Backends
 from lightning_maia.subject import Preprocess
-
-if TYPE_CHECKING:
-    from lightning_maia.callbacks.options import Backends
 
 UNIT_TABLE_COLUMNS = ["unit", "l1_weight", "verdict", "kept", "description", "evidence"]
 
@@ -256,7 +254,7 @@ def find_spurious_units(
             empty lets the agent find them.
         head: module path of the head (default: the last ``nn.Linear``).
         feature_layer: module whose output the head reads (default: found by one forward).
-        backends: the agent and image backends (:class:`~lightning_maia.callbacks.options.
+        backends: the agent and image backends (:class:`~lightning_maia.options.
             Backends`; default: the offline scientist with the designer that fits the data).
         budget: units judged, exemplars per unit, batch size (:class:`SearchBudget`).
         preprocess: the model's input transform, where ``data`` holds display images.

@@ -118,8 +118,8 @@ def fit_once(
 
     from lightning_maia.agents.vlm_agent import VLMAgent
     from lightning_maia.bench.overhead import ShapesCNN
-    from lightning_maia.callbacks.options import Backends, Output
     from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
+    from lightning_maia.options import Backends, Output
     from lightning_maia.testing.chat_server import ChatServer, tool_call_reply
     from lightning_maia.testing.hostile import hostile_script
     from lightning_maia.tools.backends.vlm import VLMClient
@@ -204,7 +204,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.bench.overhead import ShapesCNN
-from lightning_maia.callbacks.options import Backends, Output
+from lightning_maia.options import Backends, Output
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
 from lightning_maia.testing.chat_server import ChatServer, text_reply
 from lightning_maia.tools.backends.vlm import VLMClient

@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks._background import probed_modules
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
+from lightning_maia.options import Backends, Output
 from lightning_maia.testing.chat_server import ChatServer, tool_call_reply
 from lightning_maia.tools.backends.vlm import VLMClient
 from lightning_maia.world import ShapesWorld

@@ -64,8 +64,8 @@ from lightning_maia.analysis.spurious import (
 from lightning_maia.analysis.spurious_options import SearchBudget
 from lightning_maia.analysis.spurious_search import find_spurious_units
 from lightning_maia.bench.provenance import state_dict_sha256
-from lightning_maia.callbacks.options import Backends
 from lightning_maia.errors import bad_option
+from lightning_maia.options import Backends
 from lightning_maia.recipes.shapes_backbone import (
     CLASSIFIER_FEATURE_LAYER,
     BackboneConfig,

@@ -10,9 +10,9 @@ from lightning_maia.callbacks.misclassification_flagger import (
     GateResult,
     MisclassificationFlagger,
 )
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.options import Backends, Output
 
 __all__ = [
     "Backends",

@@ -15,28 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.errors import bad_option
 from lightning_maia.units import OUTPUT_LAYER, UnitSelection, find_layer, static_width
 
 log = logging.getLogger("lightning_maia")
-
-#: What ``agent=`` accepts besides an agent object: the offline scientist by name.
-AGENT_NAMES = ("scientist",)
-
-
-def resolve_agent(agent: Any, seed: int) -> Any:
-    """The agent a callback runs: an object with ``run(toolbox, task)``, ``"scientist"`` or
-    None (both: the offline :class:`ScientistAgent`). Anything else fails here, at ``__init__``."""
-    if agent is None or agent == "scientist":
-        return ScientistAgent(seed=seed)
-    if isinstance(agent, str) or not callable(getattr(agent, "run", None)):
-        raise bad_option(
-            "agent",
-            "an agent object (ScientistAgent(), VLMAgent(client)), 'scientist' or None",
-            agent,
-        )
-    return agent
 
 
 def check_number(name: str, value: Any, low: float, high: float, what: str) -> None:

@@ -33,6 +33,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from lightning_maia.agents.experiment_setup import (
+    ResolvedExperiments,
+    given_agent,
+    resolve_agent,
+    resolve_experiments,
+)
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist_design import ExperimentDesigner
 from lightning_maia.agents.tasks import Agent, TaskSpec
@@ -44,25 +50,19 @@ from lightning_maia.analysis.class_bias import (
     described_concepts,
     has_metadata_concepts,
 )
-from lightning_maia.callbacks._experiment_setup import (
-    ResolvedExperiments,
-    given_agent,
-    resolve_experiments,
-    train_dataset_at_setup,
-)
+from lightning_maia.callbacks._experiment_setup import train_dataset_at_setup
 from lightning_maia.callbacks._shared import (
     check_number,
     finished_epoch,
     log_figures,
     output_root,
-    resolve_agent,
     should_skip,
     validation_dataset,
     with_autograd,
 )
-from lightning_maia.callbacks.options import ON_ERROR, OnError
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars, preprocess_for
+from lightning_maia.options import ON_ERROR, OnError
 from lightning_maia.reporting.adapters import adapters_for
 from lightning_maia.reporting.html_report import (
     FlaggedInput,

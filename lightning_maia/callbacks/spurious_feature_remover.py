@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from lightning_maia.agents.experiment_setup import resolve_agent
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.masked_head import (
     MaskedHead,
@@ -68,14 +69,13 @@ from lightning_maia.callbacks._shared import (
     finished_epoch,
     log_figures,
     output_root,
-    resolve_agent,
     should_skip,
     train_dataset,
     validation_dataset,
 )
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.errors import ConfigurationError, MaiaError, bad_option
 from lightning_maia.exemplars import compute_exemplars
+from lightning_maia.options import Backends, Output
 from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for
 from lightning_maia.reporting.html_report import sections_from_toolbox, write_report
 from lightning_maia.subject import Preprocess

@@ -22,6 +22,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from lightning_maia.agents.experiment_setup import (
+    ResolvedExperiments,
+    given_agent,
+    resolve_agent,
+    resolve_experiments,
+)
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.analysis.interpretation import (
@@ -39,27 +45,21 @@ from lightning_maia.callbacks._background import (
     probed_snapshot,
     write_pending,
 )
-from lightning_maia.callbacks._experiment_setup import (
-    ResolvedExperiments,
-    given_agent,
-    resolve_experiments,
-    train_dataset_at_setup,
-)
+from lightning_maia.callbacks._experiment_setup import train_dataset_at_setup
 from lightning_maia.callbacks._interpreter_log import log_interpretation
 from lightning_maia.callbacks._shared import (
     check_unit_indices,
     finished_epoch,
     log_figures,
     output_root,
-    resolve_agent,
     should_skip,
     train_dataset,
     validation_dataset,
 )
 from lightning_maia.callbacks.interpreter_options import Exemplars, Schedule, check_positive
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import compute_exemplars
+from lightning_maia.options import Backends, Output
 from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for
 from lightning_maia.units import UnitSelection, resolve_units
 
@@ -77,10 +77,10 @@ class UnitInterpreter(Callback):
         max_units: the cap on units per run.
         schedule: when to run (:class:`Schedule`: at validation ends, or at fit end).
         exemplars: the exemplar data, ``k``, class names and preprocess (:class:`Exemplars`).
-        backends: the agent and image backends (:class:`~lightning_maia.callbacks.options.
+        backends: the agent and image backends (:class:`~lightning_maia.options.
             Backends`; the offline :class:`ScientistAgent` by default).
         output: where reports go, ``on_error`` and progress bars
-            (:class:`~lightning_maia.callbacks.options.Output`).
+            (:class:`~lightning_maia.options.Output`).
         task: the agent's task (``describe_unit``).
         background: run each study (with one process, the exemplar pass too) on a worker
             thread, on a copy of only the probed layers' sub-network, at a lower priority, so

@@ -33,9 +33,9 @@ from lightning_maia.agents.scientist_designers import (
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.analysis.gates import evaluate_gates, parse_gate
 from lightning_maia.analysis.interpretation import Strategy, interpret_units
-from lightning_maia.callbacks.options import Backends
 from lightning_maia.errors import ConfigurationError, bad_option, closest_names
 from lightning_maia.image_folder import ImageFolder
+from lightning_maia.options import Backends
 from lightning_maia.recipes.audit_tasks import TASK_FIGURES, AuditData, flagging_task, spurious_task
 from lightning_maia.recipes.backend_registry import (
     BackendContext,

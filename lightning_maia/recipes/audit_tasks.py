@@ -16,8 +16,8 @@ from lightning_maia.callbacks.misclassification_flagger import (
     MisclassificationFlagger,
     remover_spurious_units,
 )
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
+from lightning_maia.options import Backends, Output
 
 #: The figures each task can report (what ``--fail-on`` may name), checked before any work.
 _HEAD_METRICS = ("accuracy", "balanced_accuracy", "worst_group_accuracy")

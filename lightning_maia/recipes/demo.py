@@ -23,9 +23,9 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_maia.analysis.spurious_options import SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
-from lightning_maia.callbacks.options import Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.callbacks.unit_interpreter import Exemplars, Schedule, UnitInterpreter
+from lightning_maia.options import Output
 from lightning_maia.recipes.shapes_backbone import (
     CLASSIFIER_FEATURE_LAYER,
     BackboneConfig,

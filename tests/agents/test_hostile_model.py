@@ -28,8 +28,8 @@ from lightning_maia.agents.sandbox import run_program
 from lightning_maia.agents.sandbox_worker import ProgramWorker
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
+from lightning_maia.options import Backends, Output
 from lightning_maia.subject import Subject
 from lightning_maia.testing.chat_server import ChatServer, tool_calls_reply
 from lightning_maia.testing.hostile import C_LEVEL_PROGRAMS, hostile_script
@@ -329,7 +329,7 @@ SIGTERM_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from helpers.lightning_models import ShapesClassifier, shapes_loaders
     from lightning_maia.agents.vlm_agent import VLMAgent
-    from lightning_maia.callbacks.options import Backends, Output
+    from lightning_maia.options import Backends, Output
     from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
     from lightning_maia.testing.chat_server import ChatServer, text_reply
     from lightning_maia.tools.backends.vlm import VLMClient

@@ -21,8 +21,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_maia.agents.response_cache import CachedChat
 from lightning_maia.agents.vlm_agent import VLMAgent
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
+from lightning_maia.options import Backends, Output
 from lightning_maia.testing.chat_server import (
     ChatServer,
     error_reply,

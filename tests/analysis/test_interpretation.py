@@ -17,10 +17,10 @@ from lightning_maia.analysis.interpretation import (
     exemplar_change,
     interpret_units,
 )
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.exemplars import compute_exemplars
+from lightning_maia.options import Backends, Output
 from lightning_maia.world import ShapesWorld
 
 

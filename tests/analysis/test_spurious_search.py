@@ -19,9 +19,9 @@ from lightning_maia.analysis.spurious_search import (
     find_spurious_units,
     remove_spurious_units,
 )
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.errors import ConfigurationError
+from lightning_maia.options import Backends, Output
 from lightning_maia.recipes.shapes_backbone import ShapesBackbone, ShapesBackboneClassifier
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import SpuriousShapes

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_maia.analysis.spurious_options import Refit, SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
-from lightning_maia.callbacks.options import Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
+from lightning_maia.options import Output
 from lightning_maia.recipes.shapes_backbone import ShapesBackbone, ShapesBackboneClassifier
 from lightning_maia.world import SpuriousShapes
 

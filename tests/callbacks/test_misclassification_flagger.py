@@ -27,9 +27,9 @@ from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.analysis.masked_head import MaskedHead
 from lightning_maia.analysis.spurious_options import SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
-from lightning_maia.callbacks.options import Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.errors import BackendError, ConfigurationError
+from lightning_maia.options import Output
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import SpuriousShapes, SyntheticNeuronLayer
 from lightning_maia.world.neurons import NeuronSpec

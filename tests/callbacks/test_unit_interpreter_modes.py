@@ -12,8 +12,8 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_maia.agents.vlm_agent import VLMAgent
-from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
+from lightning_maia.options import Backends, Output
 from lightning_maia.testing.chat_server import ChatServer, tool_call_reply
 from lightning_maia.tools.backends.vlm import VLMClient
 
