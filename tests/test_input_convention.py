@@ -170,7 +170,7 @@ class PhotoClassifier(nn.Module):
 
 
 def test_the_callbacks_feature_passes_follow_the_convention(photos: ImageFolder) -> None:
-    from lightning_maia.callbacks.misclassification_flagger import collect_outputs
+    from lightning_maia.analysis.flagging_evidence import collect_outputs
     from lightning_maia.callbacks.spurious_feature_remover import feeding_layer, head_inputs
 
     model = PhotoClassifier()

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import binary_auroc
 
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.analysis.class_bias import (
@@ -56,9 +57,10 @@ from lightning_maia.analysis.class_bias import (
     planted_score_drop,
     reported_subgroups,
 )
+from lightning_maia.analysis.flagging import FlaggingResult, SubgroupAudit, flag
+from lightning_maia.analysis.flagging_evidence import collect_outputs, item_ids, unit_words
 from lightning_maia.analysis.risk import (
     SCORES,
-    error_detection_metrics,
     fit_risk_combiner,
     spurious_reliance,
     unit_contributions,
@@ -67,12 +69,7 @@ from lightning_maia.analysis.spurious import judge_units, l1_top_units
 from lightning_maia.bench.provenance import state_dict_sha256
 from lightning_maia.bench.spurious import FULL as SPURIOUS_FULL
 from lightning_maia.bench.spurious import Settings as SpuriousSettings
-from lightning_maia.callbacks.misclassification_flagger import (
-    FlaggingResult,
-    MisclassificationFlagger,
-    collect_outputs,
-    item_ids,
-)
+from lightning_maia.callbacks.options import Backends
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import compute_exemplars
 from lightning_maia.recipes.shapes_backbone import (
@@ -216,21 +213,21 @@ def error_detection(sizes: Sizes, seed: int, spurious: SpuriousSettings) -> dict
         progress=False,
     )
     spurious_units = {
-        j.unit.index: j.report.label.removeprefix("spurious: ").removeprefix("follows ")
-        for j in judgements
-        if j.verdict == "spurious"
+        j.unit.index: unit_words(j.report.label) for j in judgements if j.verdict == "spurious"
     }
     # The spurious benchmark's remover judges the l1 regression's top units instead.
     top = set(l1_top_units(features.features, features.labels, spurious.top, seed=seed).units)
     judge_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
-    flagger = MisclassificationFlagger(
+    result = flag(
+        model,
+        test,
         calibration_data=calibration,
-        agent=ScientistAgent(seed=seed),
-        concepts="metadata",
+        subgroups=SubgroupAudit(concepts="metadata"),
+        backends=Backends(agent=ScientistAgent(seed=seed)),
         seed=seed,
+        remover_units=spurious_units,
     )
-    result = flagger.flag(model, test, remover_units=spurious_units)
     table = result.table.sort_values("index")
     groups = torch.tensor(test.metadata["group"].to_numpy().copy())
     correct = torch.tensor(table["correct"].to_numpy(dtype=bool))
@@ -426,10 +423,10 @@ def _remover_ablation(
 
 
 def _auroc_of(scores: pd.Series, errors: pd.Series) -> float:
-    """The AUROC of one table column for the errors."""
+    """The AUROC of one table column for the errors (torchmetrics)."""
     values = torch.tensor(scores.to_numpy(dtype=float), dtype=torch.float32)
     target = torch.tensor(errors.to_numpy(dtype=bool), dtype=torch.long)
-    return error_detection_metrics({"score": values}, target)["auroc"]["score"]
+    return float(binary_auroc(values, target))
 
 
 #: Feature subsets fitted the same way as the full combination, to show what each adds.

@@ -15,6 +15,7 @@ from lightning_maia.callbacks.misclassification_flagger import (
     MisclassificationFlagger,
     remover_spurious_units,
 )
+from lightning_maia.callbacks.options import Backends, Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 
 #: The figures each task can report (what ``--fail-on`` may name), checked before any work.
@@ -116,14 +117,16 @@ def flagging_task(
         when="manual",
         class_names=state.get("class_names"),
         candidate_attributes=tuple(options.spurious_attributes),
-        agent=state.get("agent"),
         preprocess=state.get("preprocess"),
-        generator=state.get("generator"),
-        editor=state.get("editor"),
-        describer=state.get("describer"),
-        designer=options.designer,
-        output_dir=str(options.out / "flagging"),
         seed=options.seed,
+        backends=Backends(
+            agent=state.get("agent"),
+            generator=state.get("generator"),
+            editor=state.get("editor"),
+            describer=state.get("describer"),
+            designer=options.designer,
+        ),
+        output=Output(output_dir=str(options.out / "flagging")),
     )
     units = remover_spurious_units([remover]) if remover is not None else None
     dataset = data.held_out if data.held_out is not None else data.loader.dataset

@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
+from lightning_maia.callbacks.options import Output
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
 from lightning_maia.recipes.shapes_backbone import (
@@ -112,8 +113,8 @@ def run_demo(
         dataset=splits["test"],
         calibration_data=splits["holdout"],
         candidate_attributes=("background",),
-        output_dir=str(out / "flagging"),
         seed=seed,
+        output=Output(output_dir=str(out / "flagging")),
     )
     # The flagger reads the remover's verdicts, so the remover comes first.
     model = train_erm_classifier(
