@@ -1,6 +1,11 @@
 """The evidence :func:`~lightning_maia.analysis.flagging.flag` gathers: the model's outputs on
 every input, the spurious units (its own ``spurious_check``), the class-bias audit's subgroups,
-and which subgroup each input belongs to.
+and which subgroup each input belongs to by what can be observed at test time.
+
+Subgroup membership never reads the true class: an input's class concept is the concept of the
+class the model *predicts*, and of the concepts read from the input (by a describer, or from
+metadata as a perfect describer would read them) only those of other attributes than the class
+attribute count (:func:`observed_concepts`).
 """
 
 from __future__ import annotations
@@ -253,6 +258,34 @@ def input_concepts(
         return nothing
 
 
+def observed_concepts(
+    findings: Sequence[SubgroupFinding],
+    predicted: Sequence[str],
+    concepts: Sequence[frozenset[str]],
+) -> list[frozenset[str]]:
+    """Per input, what the audit can observe at test time: the class concept of the *predicted*
+    class (``predicted[i]`` a class name), and the read concepts of every attribute but the
+    class attribute (so a describer that reads the shape cannot smuggle in the true class).
+
+    >>> red = SubgroupFinding("output:0", "circle", "shape=circle", "colour", "red",
+    ...                       "colour=red", "red circles", mean_score=0.1, class_mean=0.8)
+    >>> [sorted(c) for c in observed_concepts([red], ["square"],
+    ...                                       [frozenset({"shape=circle", "colour=red"})])]
+    [['colour=red']]
+    """
+    if len(predicted) != len(concepts):
+        raise bad_option("predicted", f"one class per input ({len(concepts)})", len(predicted))
+    class_concepts = {f.class_name: f.class_concept for f in findings if f.class_concept}
+    class_attributes = {c.split("=", 1)[0] for c in class_concepts.values()}
+    observed = []
+    for name, row in zip(predicted, concepts, strict=True):
+        kept = {c for c in row if c.split("=", 1)[0] not in class_attributes}
+        if name in class_concepts:
+            kept.add(class_concepts[name])
+        observed.append(frozenset(kept))
+    return observed
+
+
 def risk_features(
     outputs: ModelOutputs,
     weight: Tensor,
@@ -264,7 +297,8 @@ def risk_features(
     """(N, 3) ``[msp risk, reliance, subgroup]``, the matched subgroups and the top units."""
     predictions = outputs.predictions
     reliance = risk.spurious_reliance(outputs.features, weight, list(units), predictions)
-    subgroup, matched = risk.subgroup_membership(findings, concepts)
+    observed = observed_concepts(findings, named(predictions, names), concepts)
+    subgroup, matched = risk.subgroup_membership(findings, observed)
     msp = risk.baseline_risks(outputs.logits)["msp"]
     top = risk.top_spurious_unit(outputs.features, weight, list(units), predictions)
     return torch.stack([msp, reliance, subgroup], dim=1), matched, top
@@ -285,6 +319,7 @@ __all__ = [
     "input_concepts",
     "item_ids",
     "named",
+    "observed_concepts",
     "risk_features",
     "unit_words",
 ]
