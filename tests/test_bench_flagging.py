@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from lightning_maia import cli
 from lightning_maia.bench import BENCHMARKS, flagging
@@ -15,7 +16,9 @@ from lightning_maia.bench.spurious import Settings as SpuriousSettings
 from lightning_maia.recipes.shapes_backbone import CACHE_ENV, BackboneConfig
 from lightning_maia.world.subgroups import DEFAULT_CLASSES
 
-TINY = flagging.Sizes(checked_units=2, biased_train=96, biased_test=60, epochs=1)
+TINY = flagging.Sizes(
+    checked_units=2, biased_train=96, biased_test=60, epochs=1, seeds=2, bootstrap=20
+)
 TINY_SPURIOUS = SpuriousSettings(
     seeds=1, train=96, val=8, test=64, holdout=64, top=4, erm_epochs=1, exemplars_k=4,
     backbone=BackboneConfig(widths=(4, 4, 4, 8), images=32, epochs=1),
@@ -29,9 +32,10 @@ def test_quick_writes_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     out = tmp_path / "flagging.json"
     assert cli.main(["bench", "flagging", "--quick", "--out", str(out)]) == 0
     assert BENCHMARKS["flagging"] == "lightning_maia.bench.flagging"
-    # The backbone was pretrained into the cache the test named, nowhere else.
-    assert len(list((tmp_path / "backbones").glob("shapes-backbone-*.pt"))) == 1
+    # A backbone per seed was pretrained into the cache the test named, nowhere else.
+    assert len(list((tmp_path / "backbones").glob("shapes-backbone-*.pt"))) == 2
     figures = json.loads(out.read_text())
+    assert figures["seeds"] == [0, 1] and set(figures["backbone_sha256"]) == {"0", "1"}
     assert set(flagging.TABLE_KEYS) <= set(figures)
     for kind in ("auroc", "aupr_error"):
         assert set(figures[kind]) == {"msp", "margin", "energy", "entropy", "maia"}
@@ -40,7 +44,8 @@ def test_quick_writes_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert set(figures["bias_false_positives"]) == set(DEFAULT_CLASSES)
     assert all(isinstance(n, int) and n >= 0 for n in figures["bias_false_positives"].values())
     assert set(figures["goals"]) == {
-        "maia_beats_msp_by_0.05",
+        "maia_auroc_beats_msp_by_0.03",
+        "maia_aupr_beats_msp_by_0.08",
         "bias_recovery_0.9",
         "false_positives_per_class_at_most_1",
     }
@@ -59,7 +64,35 @@ def test_quick_writes_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert 0.0 <= detection["test_accuracy"] <= 1.0
     assert detection["error_rate"] == pytest.approx(1.0 - detection["test_accuracy"])
     assert detection["units_judged"] == 2
+    # Per seed: the figures, and bootstrap intervals that hold them (where defined).
+    runs = detection["per_seed"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    for kind in ("auroc", "aupr_error"):
+        mean = {name: sum(r[kind][name] for r in runs) / 2 for name in figures[kind]}
+        assert figures[kind] == pytest.approx(mean, nan_ok=True)
+        assert figures["maia_minus_msp"][kind] == pytest.approx(
+            mean["maia"] - mean["msp"], nan_ok=True
+        )
+        for run in runs:
+            intervals = run["intervals_95"][kind]
+            assert set(intervals) == {*figures[kind], "maia_minus_msp"}
+            for name, (low, high) in intervals.items():
+                floor = -1.0 if name == "maia_minus_msp" else 0.0
+                assert math.isnan(low) or floor <= low <= high <= 1.0, (kind, name)
     assert figures["quick"] is True and figures["sizes"]["biased_test"] == 60
+
+
+def test_bootstrap_intervals_of_a_perfect_and_a_reversed_score() -> None:
+    errors = torch.tensor([0, 1] * 10)
+    perfect = errors.float() + 0.01 * torch.arange(20)
+    intervals = flagging.bootstrap_intervals(
+        {"maia": perfect, "msp": -perfect}, errors, resamples=50, seed=0
+    )
+    expected = {"maia": [1.0, 1.0], "msp": [0.0, 0.0], "maia_minus_msp": [1.0, 1.0]}
+    assert {k: pytest.approx(v) for k, v in intervals["auroc"].items()} == expected
+    assert intervals["aupr_error"]["maia"] == pytest.approx([1.0, 1.0])
+    low, high = intervals["aupr_error"]["msp"]
+    assert 0.0 < low <= high < 1.0  # a reversed score's AUPR is about the error rate
 
 
 def test_an_unknown_agent_is_named() -> None:

@@ -173,8 +173,8 @@ class PhotoClassifier(nn.Module):
 
 
 def test_the_callbacks_feature_passes_follow_the_convention(photos: ImageFolder) -> None:
+    from lightning_maia.analysis.flagging_evidence import collect_outputs
     from lightning_maia.analysis.head_features import feeding_layer, head_inputs
-    from lightning_maia.callbacks.misclassification_flagger import collect_outputs
 
     model = PhotoClassifier()
     preprocess = imagenet_preprocess()

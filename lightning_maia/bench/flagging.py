@@ -2,7 +2,8 @@
 
 Two parts, one command:
 
-1. **Error detection.** The ERM model of the spurious benchmark (its backbone, splits, seed,
+1. **Error detection**, on each of ``sizes.seeds`` seeds (``seed``, ``seed + 1``, ...). The ERM
+   model of the spurious benchmark (its backbone, splits, seed,
    ERM epochs and exemplars: the frozen pretrained shapes backbone, a linear head trained with
    Lightning on ``SpuriousShapes`` with p=0.95) is evaluated on the exactly balanced ``test``
    split. The agent's ``spurious_check`` (the remover's judge, exemplars from the training
@@ -11,10 +12,15 @@ Two parts, one command:
    the MAIA-informed risk of :class:`MisclassificationFlagger`: reliance on the units judged
    spurious and membership in the subgroups the class-bias audit of the four class logits
    found, combined by a logistic regression fitted on the separate, independent ``holdout``
-   split (the test split is only scored). Figures: ``auroc`` and ``aupr_error`` (errors as
-   positives), each a dict over ``msp``, ``margin``, ``energy``, ``entropy``, ``maia``;
-   ``error_detection`` holds the rest: accuracy, the units and subgroups, the fitted weights,
-   and ablations (fewer features; reliance on the spurious units among the remover's l1 top 50
+   split (the test split is only scored; every constant is the holdout fit's). Subgroup
+   membership uses only what the audit observes at test time: the class the model *predicts*
+   and the input's other attributes (the background, ...) as a describer reads them; never the
+   true class or shape. Figures: ``auroc`` and ``aupr_error`` (errors as positives), each a
+   dict over ``msp``, ``margin``, ``energy``, ``entropy``, ``maia``, the mean over seeds;
+   ``maia_minus_msp`` the mean gains; ``error_detection.per_seed`` each seed's figures with
+   bootstrap 95% intervals (inputs resampled ``sizes.bootstrap`` times, per seed; the gain over
+   MSP on the same resamples), accuracy, the units and subgroups, the fitted weights, and
+   ablations (fewer features; reliance on the spurious units among the remover's l1 top 50
    only, as the spurious benchmark's remover judges them).
 2. **Planted subgroups.** A small CNN is trained from scratch with Lightning on 64 px
    ``BiasedShapes`` (circles only red, squares only on snow, triangles only on water, stars
@@ -26,14 +32,17 @@ Two parts, one command:
    (``class_bias.planted_score_drop_val``; ``bias_recovery_learned`` counts only those): a
    shortcut the model did not take leaves no weak subgroup for any audit to find.
 
-Goals: ``auroc.maia >= auroc.msp + 0.05``; ``bias_recovery >= 0.9`` with at most one false
-positive per class. ``--quick`` judges fewer units and trains the CNN on fewer images; the
-backbone is the spurious benchmark's cached one (pretrained on first use, counted in the time).
+Goals (means over seeds): ``auroc.maia >= auroc.msp + 0.03`` and ``aupr_error.maia >=
+aupr_error.msp + 0.08``; ``bias_recovery >= 0.9`` with at most one false positive per class
+(part 2 runs on the first seed). ``--quick`` runs fewer seeds, judges fewer units, draws fewer
+bootstrap resamples and trains the CNN on fewer images; the backbones are the spurious
+benchmark's (shipped for seeds 0-2, else pretrained on first use, counted in the time).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -45,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import binary_auroc
 
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.analysis.class_bias import (
@@ -56,6 +66,8 @@ from lightning_maia.analysis.class_bias import (
     planted_score_drop,
     reported_subgroups,
 )
+from lightning_maia.analysis.flagging import FlaggingResult, SubgroupAudit, flag
+from lightning_maia.analysis.flagging_evidence import collect_outputs, item_ids, unit_words
 from lightning_maia.analysis.risk import (
     SCORES,
     error_detection_metrics,
@@ -67,14 +79,9 @@ from lightning_maia.analysis.spurious import judge_units, l1_top_units
 from lightning_maia.bench.provenance import state_dict_sha256
 from lightning_maia.bench.spurious import FULL as SPURIOUS_FULL
 from lightning_maia.bench.spurious import Settings as SpuriousSettings
-from lightning_maia.callbacks.misclassification_flagger import (
-    FlaggingResult,
-    MisclassificationFlagger,
-    collect_outputs,
-    item_ids,
-)
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import compute_exemplars
+from lightning_maia.options import Backends
 from lightning_maia.recipes.shapes_backbone import (
     CLASSIFIER_FEATURE_LAYER,
     RenderedDataset,
@@ -96,6 +103,14 @@ TABLE_KEYS: tuple[str, ...] = (
 )
 
 AGENTS = ("scientist",)
+#: Seeds of ``--quick`` (three seeds would pass its time budget), and what the JSON says of it.
+QUICK_SEEDS = 2
+SEEDS_NOTE = f"--quick runs {QUICK_SEEDS} seeds of part 1 to stay in its time budget; full runs 3"
+#: Where the subgroup membership of each test input comes from (said in the JSON).
+SUBGROUP_CONCEPTS = (
+    "the predicted class, and the attributes other than the shape (background, colour, size, "
+    "texture) the procedural describer reads from each test image; never the true class or shape"
+)
 
 
 @dataclass(frozen=True)
@@ -109,14 +124,20 @@ class Sizes:
     biased_test: int
     #: Epochs of the small CNN.
     epochs: int
+    #: Seeds of part 1 (``seed``, ``seed + 1``, ...), and bootstrap resamples per seed.
+    seeds: int = 3
+    bootstrap: int = 1000
 
 
 FULL = Sizes(checked_units=128, biased_train=3000, biased_test=1800, epochs=8)
-QUICK = Sizes(checked_units=48, biased_train=1500, biased_test=900, epochs=6)
+QUICK = Sizes(checked_units=48, biased_train=1500, biased_test=900, epochs=6, seeds=QUICK_SEEDS,
+              bootstrap=200)  # fmt: skip
 #: The spurious benchmark's setting: splits, ERM epochs, l1 selection, exemplars, backbone.
 SPURIOUS: SpuriousSettings = SPURIOUS_FULL
 #: A planted shortcut the model scores at least this much lower (relative) was learned.
 LEARNED = 0.2
+#: The goals: MAIA's mean gain over MSP in AUROC and in AUPR (errors as positives).
+AUROC_GAIN, AUPR_GAIN = 0.03, 0.08
 #: Side of the BiasedShapes images the small CNN of part 2 sees.
 BIASED_SIZE = 64
 
@@ -137,32 +158,73 @@ def run(quick: bool = False, seed: int = 0, agent: str = "scientist") -> dict[st
 def benchmark(sizes: Sizes, seed: int = 0, *, quick: bool = False) -> dict[str, Any]:
     """Both parts at the given sizes (see the module docstring)."""
     started = time.perf_counter()
-    detection = error_detection(sizes, seed, SPURIOUS)
+    seeds = [seed + i for i in range(sizes.seeds)]
+    runs = [error_detection(sizes, s, SPURIOUS) for s in seeds]
     bias = planted_subgroups(sizes, seed)
+    means = {
+        kind: {name: float(np.mean([r[kind][name] for r in runs])) for name in SCORES}
+        for kind in ("auroc", "aupr_error")
+    }
+    gains = {kind: means[kind]["maia"] - means[kind]["msp"] for kind in means}
     figures: dict[str, Any] = {
-        "auroc": detection.pop("auroc"),
-        "aupr_error": detection.pop("aupr_error"),
+        **means,
+        "maia_minus_msp": gains,
         "bias_recovery": bias.pop("bias_recovery"),
         "bias_false_positives": bias.pop("bias_false_positives"),
     }
     fp = figures["bias_false_positives"]
     figures["goals"] = {
-        "maia_beats_msp_by_0.05": bool(figures["auroc"]["maia"] >= figures["auroc"]["msp"] + 0.05),
+        f"maia_auroc_beats_msp_by_{AUROC_GAIN}": bool(gains["auroc"] >= AUROC_GAIN),
+        f"maia_aupr_beats_msp_by_{AUPR_GAIN}": bool(gains["aupr_error"] >= AUPR_GAIN),
         "bias_recovery_0.9": bool(figures["bias_recovery"] >= 0.9),
         "false_positives_per_class_at_most_1": bool(max(fp.values(), default=0) <= 1),
     }
+    scalars = ("test_accuracy", "worst_group_accuracy", "error_rate", "units_judged")
     figures.update(
         {
-            "error_detection": detection,
+            "error_detection": {
+                **{key: float(np.mean([r[key] for r in runs])) for key in scalars},
+                "per_seed": runs,
+            },
             "class_bias": bias,
             "sizes": asdict(sizes),
-            "seed": seed,
-            "backbone_sha256": detection["backbone_sha256"],
+            "seeds": seeds,
+            "seeds_note": SEEDS_NOTE if quick else "",
+            "backbone_sha256": {str(r["seed"]): r["backbone_sha256"] for r in runs},
             "quick": quick,
             "seconds": time.perf_counter() - started,
         }
     )
     return figures
+
+
+def bootstrap_intervals(
+    scores: dict[str, Tensor], errors: Tensor, resamples: int, seed: int
+) -> dict[str, Any]:
+    """95% percentile intervals of each score's AUROC and AUPR over inputs resampled with
+    replacement, and of MAIA's gain over MSP on the same resamples (torchmetrics for each)."""
+    generator = torch.Generator().manual_seed(seed)
+    n = int(errors.numel())
+    drawn: dict[str, dict[str, list[float]]] = {"auroc": {}, "aupr_error": {}}
+    for _ in range(resamples):
+        index = torch.randint(n, (n,), generator=generator)
+        picked = errors[index]
+        if not 0 < int(picked.sum()) < n:
+            continue  # a resample without errors (or without correct ones) has no AUROC
+        metrics = error_detection_metrics({k: v[index] for k, v in scores.items()}, picked)
+        for kind, values in metrics.items():
+            for name, value in values.items():
+                drawn[kind].setdefault(name, []).append(value)
+            drawn[kind].setdefault("maia_minus_msp", []).append(values["maia"] - values["msp"])
+    return {
+        kind: {name: _interval(values) for name, values in by_score.items()}
+        for kind, by_score in drawn.items()
+    }
+
+
+def _interval(values: list[float]) -> list[float]:
+    low, high = np.percentile(np.asarray(values), [2.5, 97.5]) if values else (math.nan,) * 2
+    return [float(low), float(high)]
 
 
 def error_detection(sizes: Sizes, seed: int, spurious: SpuriousSettings) -> dict[str, Any]:
@@ -216,28 +278,39 @@ def error_detection(sizes: Sizes, seed: int, spurious: SpuriousSettings) -> dict
         progress=False,
     )
     spurious_units = {
-        j.unit.index: j.report.label.removeprefix("spurious: ").removeprefix("follows ")
-        for j in judgements
-        if j.verdict == "spurious"
+        j.unit.index: unit_words(j.report.label) for j in judgements if j.verdict == "spurious"
     }
     # The spurious benchmark's remover judges the l1 regression's top units instead.
     top = set(l1_top_units(features.features, features.labels, spurious.top, seed=seed).units)
     judge_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
-    flagger = MisclassificationFlagger(
+    result = flag(
+        model,
+        test,
         calibration_data=calibration,
-        agent=ScientistAgent(seed=seed),
-        concepts="metadata",
+        subgroups=SubgroupAudit(concepts="describer"),
+        backends=Backends(agent=ScientistAgent(seed=seed)),
         seed=seed,
+        remover_units=spurious_units,
     )
-    result = flagger.flag(model, test, remover_units=spurious_units)
     table = result.table.sort_values("index")
+    errors = torch.tensor(~table["correct"].to_numpy(dtype=bool), dtype=torch.long)
+    scored = {name: torch.tensor(table[name].to_numpy(dtype=float)) for name in SCORES}
+    intervals = bootstrap_intervals(scored, errors, sizes.bootstrap, seed)
     groups = torch.tensor(test.metadata["group"].to_numpy().copy())
     correct = torch.tensor(table["correct"].to_numpy(dtype=bool))
     group_accuracy = [float(correct[groups == g].float().mean()) for g in range(test.n_groups)]
     return {
+        "seed": seed,
         "auroc": {name: result.metrics["auroc"][name] for name in SCORES},
         "aupr_error": {name: result.metrics["aupr_error"][name] for name in SCORES},
+        "maia_minus_msp": {
+            kind: result.metrics[kind]["maia"] - result.metrics[kind]["msp"]
+            for kind in ("auroc", "aupr_error")
+        },
+        "intervals_95": intervals,
+        "bootstrap_resamples": sizes.bootstrap,
+        "subgroup_concepts": SUBGROUP_CONCEPTS,
         "test_accuracy": float(correct.float().mean()),
         "worst_group_accuracy": min(group_accuracy),
         "error_rate": float(1.0 - correct.float().mean()),
@@ -426,10 +499,10 @@ def _remover_ablation(
 
 
 def _auroc_of(scores: pd.Series, errors: pd.Series) -> float:
-    """The AUROC of one table column for the errors."""
+    """The AUROC of one table column for the errors (torchmetrics)."""
     values = torch.tensor(scores.to_numpy(dtype=float), dtype=torch.float32)
     target = torch.tensor(errors.to_numpy(dtype=bool), dtype=torch.long)
-    return error_detection_metrics({"score": values}, target)["auroc"]["score"]
+    return float(binary_auroc(values, target))
 
 
 #: Feature subsets fitted the same way as the full combination, to show what each adds.

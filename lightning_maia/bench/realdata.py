@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader
 
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.scientist_designers import experiment_setup
+from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit
 from lightning_maia.analysis.risk import error_detection_metrics
 from lightning_maia.analysis.spurious import (
     REFIT_GRID,
@@ -63,6 +64,7 @@ from lightning_maia.bench.tinted_digits import TintedDigits
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import compute_exemplars
+from lightning_maia.options import Backends
 from lightning_maia.recipes.tinted_digits import SIZE, TintedDigitsClassifier
 from lightning_maia.tools.realdata import ClassifierDescriber, CombinedDescriber, PixelDescriber
 
@@ -319,11 +321,19 @@ def _flagging(
     )
     designer = experiment_setup("retrieval", dataset=splits["train"], class_names=names)
     flagger = MisclassificationFlagger(
-        when="manual", class_names=names, calibration_data=splits["holdout"],
-        candidate_attributes=("colour",), concepts="describer", images_per_value=8,
-        designer=designer.designer, generator=designer.generator, editor=designer.editor,
-        describer=describer, spurious_check=False,
-    )  # fmt: skip
+        when="manual",
+        class_names=names,
+        calibration_data=splits["holdout"],
+        candidate_attributes=("colour",),
+        subgroups=SubgroupAudit(concepts="describer", images_per_value=8),
+        backends=Backends(
+            designer=designer.designer,
+            generator=designer.generator,
+            editor=designer.editor,
+            describer=describer,
+        ),
+        spurious=SpuriousEvidence(spurious_check=False),
+    )
     result = flagger.flag(model, splits["test"], remover_units=spurious)
     errors = torch.as_tensor(~result.table["correct"].to_numpy().astype(bool))
     scores = {

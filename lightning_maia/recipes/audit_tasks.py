@@ -119,14 +119,16 @@ def flagging_task(
         when="manual",
         class_names=state.get("class_names"),
         candidate_attributes=tuple(options.spurious_attributes),
-        agent=state.get("agent"),
         preprocess=state.get("preprocess"),
-        generator=state.get("generator"),
-        editor=state.get("editor"),
-        describer=state.get("describer"),
-        designer=options.designer,
-        output_dir=str(options.out / "flagging"),
         seed=options.seed,
+        backends=Backends(
+            agent=state.get("agent"),
+            generator=state.get("generator"),
+            editor=state.get("editor"),
+            describer=state.get("describer"),
+            designer=options.designer,
+        ),
+        output=Output(output_dir=str(options.out / "flagging")),
     )
     units = remover_spurious_units([remover]) if remover is not None else None
     dataset = data.held_out if data.held_out is not None else data.loader.dataset

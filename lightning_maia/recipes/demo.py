@@ -111,8 +111,8 @@ def run_demo(
         dataset=splits["test"],
         calibration_data=splits["holdout"],
         candidate_attributes=("background",),
-        output_dir=str(out / "flagging"),
         seed=seed,
+        output=Output(output_dir=str(out / "flagging")),
     )
     # The flagger reads the remover's verdicts, so the remover comes first.
     model = train_erm_classifier(

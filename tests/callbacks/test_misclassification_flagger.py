@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from dataclasses import fields
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,12 +25,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightning_maia.agents.tasks import TaskSpec
+from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
 from lightning_maia.analysis.masked_head import MaskedHead
 from lightning_maia.analysis.spurious_options import SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.errors import BackendError, ConfigurationError
-from lightning_maia.options import Output
+from lightning_maia.options import Backends, Output
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import SpuriousShapes, SyntheticNeuronLayer
 from lightning_maia.world.neurons import NeuronSpec
@@ -128,11 +130,10 @@ def fit(
 def test_scores_explains_and_logs_every_validation_input(tmp_path: Path) -> None:
     calibration = data("holdout", 48)
     flagger = MisclassificationFlagger(
-        feature_layer="features",
         calibration_data=calibration,
         candidate_attributes=("background",),
-        max_checked_units=4,
-        top_n=5,
+        spurious=SpuriousEvidence(feature_layer="features", max_checked_units=4),
+        thresholds=Thresholds(top_n=5),
     )
     trainer = fit(tmp_path, flagger)
     result = flagger.result
@@ -178,7 +179,11 @@ def test_scores_explains_and_logs_every_validation_input(tmp_path: Path) -> None
 
 
 def test_the_combination_is_cross_fitted_without_calibration_data(tmp_path: Path) -> None:
-    flagger = MisclassificationFlagger(spurious_units=[2, 3], class_bias=False, folds=2)
+    flagger = MisclassificationFlagger(
+        folds=2,
+        spurious=SpuriousEvidence(spurious_units=[2, 3]),
+        subgroups=SubgroupAudit(class_bias=False),
+    )
     model = BackgroundReader()
     val = data("val", 40)
     result = flagger.flag(model, val)
@@ -192,10 +197,10 @@ def test_the_combination_is_cross_fitted_without_calibration_data(tmp_path: Path
 def test_the_gate_passes_and_fails_on_its_thresholds() -> None:
     model, val = BackgroundReader(), data("val", 40)
     strict = MisclassificationFlagger(
-        spurious_units=[2, 3],
-        class_bias=False,
-        max_flagged_rate=0.05,
         calibration_data=data("holdout", 40),
+        spurious=SpuriousEvidence(spurious_units=[2, 3]),
+        subgroups=SubgroupAudit(class_bias=False),
+        thresholds=Thresholds(max_flagged_rate=0.05),
     )
     assert strict.gate().passed is False  # not run yet
     assert strict.gate().failures == ["MisclassificationFlagger has not run yet"]
@@ -205,9 +210,11 @@ def test_the_gate_passes_and_fails_on_its_thresholds() -> None:
     assert gate.flagged_rate is not None and gate.flagged_rate > 0.3
     assert gate.failures[0].startswith("flagged rate 0.")
     lenient = MisclassificationFlagger(
-        spurious_units=[2, 3], class_bias=False, max_flagged_rate=0.9, max_subgroups=0,
         calibration_data=data("holdout", 40),
-    )  # fmt: skip
+        spurious=SpuriousEvidence(spurious_units=[2, 3]),
+        subgroups=SubgroupAudit(class_bias=False),
+        thresholds=Thresholds(max_flagged_rate=0.9, max_subgroups=0),
+    )
     lenient.flag(model, val)
     assert lenient.gate().passed is True and lenient.gate().exit_code == 0
 
@@ -226,7 +233,7 @@ def test_a_remover_among_the_callbacks_gives_the_spurious_units(tmp_path: Path) 
             judgement(0, "core", "core: follows circles"),
         ]
 
-    flagger = MisclassificationFlagger(class_bias=False)
+    flagger = MisclassificationFlagger(subgroups=SubgroupAudit(class_bias=False))
     trainer = pl.Trainer(
         default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
         callbacks=[SpuriousFeatureRemover(), flagger], enable_progress_bar=False,
@@ -247,7 +254,8 @@ def test_an_agent_failure_warns_and_training_goes_on(tmp_path: Path) -> None:
             raise BackendError("the VLM endpoint is down")
 
     flagger = MisclassificationFlagger(
-        agent=Broken(), feature_layer="features", max_checked_units=1
+        backends=Backends(agent=Broken()),
+        spurious=SpuriousEvidence(feature_layer="features", max_checked_units=1),
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -257,20 +265,27 @@ def test_an_agent_failure_warns_and_training_goes_on(tmp_path: Path) -> None:
     assert flagger.result is not None and flagger.result.spurious_units == {}
     assert flagger.result.findings == []
     strict = MisclassificationFlagger(
-        agent=Broken(), class_bias=False, feature_layer="features", on_error="raise"
+        backends=Backends(agent=Broken()),
+        subgroups=SubgroupAudit(class_bias=False),
+        spurious=SpuriousEvidence(feature_layer="features"),
+        output=Output(on_error="raise"),
     )
     with pytest.raises(BackendError):
         strict.flag(BackgroundReader(), data("val", 16))
 
 
 def test_fast_dev_run_skips_and_state_survives(tmp_path: Path) -> None:
-    flagger = MisclassificationFlagger(spurious_units=[3], class_bias=False)
+    flagger = MisclassificationFlagger(
+        spurious=SpuriousEvidence(spurious_units=[3]), subgroups=SubgroupAudit(class_bias=False)
+    )
     pl.Trainer(
         default_root_dir=tmp_path, fast_dev_run=True, callbacks=[flagger], enable_progress_bar=False
     ).fit(BackgroundReader(), DataLoader(data("train", 8)), DataLoader(data("val", 8)))
     assert flagger.history == [] and flagger.result is None
     flagger.flag(BackgroundReader(), data("val", 24))
-    restored = MisclassificationFlagger(spurious_units=[3], class_bias=False)
+    restored = MisclassificationFlagger(
+        spurious=SpuriousEvidence(spurious_units=[3]), subgroups=SubgroupAudit(class_bias=False)
+    )
     restored.load_state_dict(flagger.state_dict())
     assert restored.gate() == flagger.gate()
 
@@ -284,14 +299,19 @@ def test_a_bad_feature_layer_fails_at_setup_before_training(tmp_path: Path) -> N
     steps: list[int] = []
     watch = pl.callbacks.LambdaCallback(on_train_batch_start=lambda *_: steps.append(1))
     with pytest.raises(ConfigurationError, match=r"no layer 'nope' in BackgroundReader"):
-        fit(tmp_path, [MisclassificationFlagger(feature_layer="nope"), watch])
+        fit(
+            tmp_path,
+            [MisclassificationFlagger(spurious=SpuriousEvidence(feature_layer="nope")), watch],
+        )
     assert steps == []
 
 
 def test_the_offline_scientist_by_name() -> None:
     from lightning_maia.agents.scientist import ScientistAgent
 
-    assert isinstance(MisclassificationFlagger(agent="scientist").agent, ScientistAgent)
+    assert isinstance(
+        MisclassificationFlagger(backends=Backends(agent="scientist")).agent, ScientistAgent
+    )
 
 
 @pytest.mark.parametrize(
@@ -299,7 +319,7 @@ def test_the_offline_scientist_by_name() -> None:
     [
         ({"when": "always"}, "`when` can be validation, fit_end, manual, got 'always'"),
         ({"concepts": "clip"}, "`concepts` can be auto, metadata, describer, none"),
-        ({"on_error": "ignore"}, "`on_error` can be warn or raise"),
+        ({"on_error": "ignore"}, r"`on_error` can be one of \('warn', 'raise'\), got 'ignore'"),
         ({"every_n_epochs": 0}, "`every_n_epochs` can be a positive integer, got 0"),
         ({"top_n": -1}, "`top_n` can be a positive integer"),
         ({"folds": 1}, "`folds` can be an integer of at least 2"),
@@ -317,11 +337,27 @@ def test_the_offline_scientist_by_name() -> None:
             {"agent": "gpt-4o"},
             r"`agent` can be an agent object .*'scientist' or None, got 'gpt-4o'",
         ),
+        ({"audit_classes": "circle"}, "`audit_classes` can be a list of class names or None"),
+        ({"max_checked_units": 0}, "`max_checked_units` can be a positive integer, got 0"),
+        ({"spurious": {"spurious_units": [1]}}, r"`spurious` can be a SpuriousEvidence\(...\)"),
     ],
 )
 def test_bad_options_are_named(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
-        MisclassificationFlagger(**options)
+        MisclassificationFlagger(**_grouped(options))
+
+
+def _grouped(options: dict[str, Any]) -> dict[str, Any]:
+    """Flat options put into the option groups that hold them (the group builds, and checks,
+    inside the caller's ``pytest.raises``)."""
+    groups = {"spurious": SpuriousEvidence, "subgroups": SubgroupAudit, "thresholds": Thresholds}
+    groups |= {"backends": Backends, "output": Output}
+    found = dict(options)
+    for name, kind in groups.items():
+        own = {k: found.pop(k) for k in [f.name for f in fields(kind)] if k in found}
+        if own:
+            found[name] = kind(**own)
+    return found
 
 
 def test_with_the_real_remover_the_flagger_reads_its_verdicts_and_its_masked_head(
@@ -330,7 +366,7 @@ def test_with_the_real_remover_the_flagger_reads_its_verdicts_and_its_masked_hea
     remover = SpuriousFeatureRemover(
         budget=SearchBudget(k=4), class_names=list(CLASSES), output=Output(progress=False)
     )
-    flagger = MisclassificationFlagger(when="fit_end", class_bias=False)
+    flagger = MisclassificationFlagger(when="fit_end", subgroups=SubgroupAudit(class_bias=False))
     model = BackgroundReader()
     fit(tmp_path, [remover, flagger], model=model, train=data("train", 64))
     result = flagger.result
@@ -346,7 +382,8 @@ def test_a_remover_that_has_not_judged_yet_is_named_not_missing(tmp_path: Path) 
     remover = SpuriousFeatureRemover(
         budget=SearchBudget(k=4), class_names=list(CLASSES), output=Output(progress=False)
     )
-    flagger = MisclassificationFlagger(class_bias=False)  # every validation; remover at fit end
+    # every validation; the remover at fit end
+    flagger = MisclassificationFlagger(subgroups=SubgroupAudit(class_bias=False))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit(tmp_path, [remover, flagger], epochs=2, train=data("train", 64))
@@ -388,7 +425,10 @@ class _FlaggedRows(HTMLParser):
 def test_the_report_lists_the_flagged_inputs_with_their_reasons(tmp_path: Path) -> None:
     names = ["<i>circle</i>", "square"]  # user text: escaped, never markup
     flagger = MisclassificationFlagger(
-        class_names=names, spurious_units=[2, 3], class_bias=False, top_n=4
+        class_names=names,
+        spurious=SpuriousEvidence(spurious_units=[2, 3]),
+        subgroups=SubgroupAudit(class_bias=False),
+        thresholds=Thresholds(top_n=4),
     )
     trainer = fit(tmp_path, flagger)
     result = flagger.result
@@ -414,6 +454,7 @@ def test_numpy_numbers_are_numbers() -> None:
     import numpy as np
 
     flagger = MisclassificationFlagger(
-        spurious_units=np.array([3, 1]), max_flagged_rate=np.float32(0.25)
+        spurious=SpuriousEvidence(spurious_units=np.array([3, 1])),
+        thresholds=Thresholds(max_flagged_rate=np.float32(0.25)),
     )
-    assert flagger.spurious_units == [1, 3] and flagger.max_flagged_rate == 0.25
+    assert flagger.spurious.spurious_units == (1, 3) and flagger.thresholds.max_flagged_rate == 0.25

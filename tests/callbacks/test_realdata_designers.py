@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit
 from lightning_maia.analysis.masked_head import MaskedHead
 from lightning_maia.analysis.spurious_options import Refit, SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
@@ -75,9 +76,12 @@ def test_the_flaggers_audits_run_on_attribute_columns(
     tmp_path: Path, data: TintedDigitsDataModule
 ) -> None:
     flagger = MisclassificationFlagger(
-        when="fit_end", designer="retrieval", feature_layer="backbone.pool",
-        candidate_attributes=("colour",), max_checked_units=3, images_per_value=4,
-    )  # fmt: skip
+        when="fit_end",
+        candidate_attributes=("colour",),
+        backends=Backends(designer="retrieval"),
+        spurious=SpuriousEvidence(feature_layer="backbone.pool", max_checked_units=3),
+        subgroups=SubgroupAudit(images_per_value=4),
+    )
     _fit(tmp_path, [flagger], data, epochs=1)
     result = flagger.result
     assert result is not None
@@ -104,7 +108,9 @@ def test_data_the_agent_cannot_design_on_fails_at_setup(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot design experiments on TensorDataset"):
         trainer.fit(model, DataLoader(plain, batch_size=8))
     assert trainer.global_step == 0  # failed before a single training step
-    flagger = MisclassificationFlagger(designer="retrieval", class_names=["0", "1", "2", "3"])
+    flagger = MisclassificationFlagger(
+        class_names=["0", "1", "2", "3"], backends=Backends(designer="retrieval")
+    )
     trainer = pl.Trainer(
         default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[flagger],

@@ -77,4 +77,4 @@ def test_ci_check_config_sets_the_gates(tmp_path: Path, monkeypatch: pytest.Monk
         monkeypatch,
     )
     (flagger,) = [c for c in built.trainer.callbacks if isinstance(c, MisclassificationFlagger)]
-    assert (flagger.max_flagged_rate, flagger.max_subgroups) == (0.5, 4)
+    assert (flagger.thresholds.max_flagged_rate, flagger.thresholds.max_subgroups) == (0.5, 4)

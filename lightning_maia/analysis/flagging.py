@@ -1,0 +1,344 @@
+"""Flag inputs likely to be misclassified, say why, and gate CI on it: :func:`flag`.
+
+:func:`flag` scores every input of ``data`` with MSP, margin, energy and entropy, and with the
+MAIA-informed score: a logistic regression on ``[msp, spurious reliance, subgroup membership]``
+fitted on held-out labelled data (``calibration_data``, or cross-fitting over ``data`` itself),
+never on the inputs it scores. Spurious units come from ``spurious.spurious_units``, from
+``remover_units`` (a remover's verdicts), or from the own ``spurious_check`` of the head's most
+influential units; subgroups from the class-bias audit of the class logits (see
+:mod:`~lightning_maia.analysis.flagging_evidence`). No Trainer is needed: the
+:class:`~lightning_maia.callbacks.misclassification_flagger.MisclassificationFlagger` callback,
+``lightning-maia audit`` and ``lightning-maia bench flagging`` all call it.
+
+>>> import torch
+>>> from torch import nn
+>>> from torch.utils.data import TensorDataset
+>>> model = nn.Sequential(nn.Identity(), nn.Linear(2, 2))
+>>> with torch.no_grad():
+...     _ = model[1].weight.copy_(torch.eye(2)), model[1].bias.zero_()
+>>> x = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.1, 0.0], [0.0, 0.1]] * 4)
+>>> data = TensorDataset(x, torch.tensor([0, 1, 1, 0] * 4))
+>>> result = flag(model, data, spurious=SpuriousEvidence(spurious_units=[0]),
+...               subgroups=SubgroupAudit(class_bias=False))
+>>> len(result.table), result.metrics["auroc"]["msp"], check_gate(result.summary(), Thresholds(
+...     max_flagged_rate=1.0)).passed
+(16, 1.0, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from lightning_utilities.core.rank_zero import rank_zero_warn
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from lightning_maia.agents.experiment_setup import given_agent, resolve_agent, resolve_experiments
+from lightning_maia.analysis import risk
+from lightning_maia.analysis.class_bias import SubgroupFinding
+from lightning_maia.analysis.flagging_evidence import (
+    WARN,
+    Experiments,
+    ModelOutputs,
+    audited_subgroups,
+    checked_spurious_units,
+    collect_outputs,
+    effective_head_weight,
+    input_concepts,
+    item_ids,
+    named,
+    risk_features,
+)
+from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
+from lightning_maia.analysis.masked_head import find_head
+from lightning_maia.errors import bad_option
+from lightning_maia.exemplars import ExemplarResult
+from lightning_maia.options import Backends
+
+#: The columns of :attr:`FlaggingResult.table`, in order.
+TABLE_COLUMNS = (
+    "index", "label", "prediction", "correct", *risk.BASELINES, "reliance", "subgroup", "maia",
+    "flagged", "reason",
+)  # fmt: skip
+
+
+@dataclass
+class GateResult:
+    """The CI gate's decision: ``passed``, and what failed in words."""
+
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    flagged_rate: float | None = None
+    subgroup_count: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the gate passed, 1 when a threshold was passed (``lightning-maia audit``)."""
+        return 0 if self.passed else 1
+
+
+@dataclass
+class FlaggingResult:
+    """One run of :func:`flag`: a row per input, the metrics and the evidence used."""
+
+    #: One row per input (:data:`TABLE_COLUMNS`), riskiest first.
+    table: pd.DataFrame
+    #: ``{"auroc": {score: value}, "aupr_error": {...}}`` for the actual errors (NaN: no labels).
+    metrics: dict[str, dict[str, float]]
+    findings: list[SubgroupFinding]
+    #: Spurious unit index -> its description.
+    spurious_units: dict[int, str]
+    #: The fitted combination's weights, averaged over the combiners used.
+    coefficients: dict[str, float]
+    flagged_rate: float
+    subgroup_count: int
+    #: The features (``msp`` risk, ``reliance``, ``subgroup``) and errors of the calibration
+    #: data the combination was fitted on (None when it was cross-fitted).
+    calibration: pd.DataFrame | None = None
+    #: The report sections of the agent's runs (the HTML report shows them).
+    sections: list[Any] = field(default_factory=list, repr=False)
+
+    def top(self, n: int) -> pd.DataFrame:
+        """The ``n`` riskiest flagged inputs."""
+        return self.table[self.table["flagged"]].head(n)
+
+    def summary(self) -> dict[str, float]:
+        """The numbers logged as scalars (NaN metrics left out)."""
+        numbers = {
+            "flagged_rate": self.flagged_rate,
+            "subgroups_found": float(self.subgroup_count),
+            "spurious_units": float(len(self.spurious_units)),
+        }
+        for kind, values in self.metrics.items():
+            numbers.update({f"{kind}_{name}": v for name, v in values.items() if math.isfinite(v)})
+        return numbers
+
+
+def check_gate(decision: Mapping[str, float] | None, thresholds: Thresholds) -> GateResult:
+    """The CI gate on a run's :meth:`FlaggingResult.summary`: fails when the flagged rate passes
+    ``max_flagged_rate`` or more subgroups than ``max_subgroups`` were found."""
+    if decision is None:
+        return GateResult(False, ["MisclassificationFlagger has not run yet"])
+    rate, count = float(decision["flagged_rate"]), int(decision["subgroups_found"])
+    failures = []
+    if thresholds.max_flagged_rate is not None and rate > thresholds.max_flagged_rate:
+        failures.append(
+            f"flagged rate {rate:.3f} is above max_flagged_rate {thresholds.max_flagged_rate}"
+        )
+    if thresholds.max_subgroups is not None and count > thresholds.max_subgroups:
+        failures.append(
+            f"{count} low-scoring subgroups found, more than max_subgroups "
+            f"{thresholds.max_subgroups}"
+        )
+    return GateResult(not failures, failures, rate, count)
+
+
+def resolve_backends(
+    backends: Backends | None,
+    data: Dataset[Any] | None,
+    class_names: Sequence[str],
+    candidate_attributes: Sequence[str],
+    *,
+    uses_agent: bool = True,
+    seed: int = 0,
+) -> Backends | None:
+    """The agent and backends ``backends`` asks for on ``data`` (its ``designer`` resolved),
+    checked that they can run; None when nothing can be decided yet (no data known).
+
+    Raises :class:`~lightning_maia.errors.ConfigurationError` naming what to configure.
+    """
+    given = backends if backends is not None else Backends()
+    agent = resolve_agent(given.agent, seed)
+    if not uses_agent:
+        return Backends(agent=agent, generator=given.generator, editor=given.editor,
+                        describer=given.describer)  # fmt: skip
+    resolved = resolve_experiments(
+        "MisclassificationFlagger", agent=given_agent(given.agent, agent), designer=given.designer,
+        dataset=data, class_names=list(class_names), candidate_attributes=candidate_attributes,
+        generator=given.generator, editor=given.editor, describer=given.describer, seed=seed,
+    )  # fmt: skip
+    if resolved is None:
+        return None
+    return Backends(agent=resolved.agent, generator=resolved.generator, editor=resolved.editor,
+                    describer=resolved.describer)  # fmt: skip
+
+
+def uses_agent(spurious: SpuriousEvidence, subgroups: SubgroupAudit) -> bool:
+    """Whether a run asks the agent anything (the class-bias audit or the own check)."""
+    return subgroups.class_bias or spurious.runs_own_check
+
+
+def flag(
+    model: nn.Module,
+    data: Dataset[Any],
+    *,
+    calibration_data: Dataset[Any] | None = None,
+    head: str | None = None,
+    class_names: Sequence[str] | None = None,
+    spurious: SpuriousEvidence | None = None,
+    subgroups: SubgroupAudit | None = None,
+    thresholds: Thresholds | None = None,
+    candidate_attributes: Sequence[str] = (),
+    backends: Backends | None = None,
+    preprocess: Callable[[Tensor], Tensor] | None = None,
+    batch_size: int = 256,
+    folds: int = 2,
+    on_error: str = "warn",
+    seed: int = 0,
+    remover_units: Mapping[int, str] | None = None,
+    exemplars: ExemplarResult | None = None,
+) -> FlaggingResult:
+    """Score every input of ``data`` (``(image, label)`` items) and flag the risky ones.
+
+    Args:
+        model: maps (preprocessed) images to class logits through a linear head.
+        data: the inputs to score; their labels give the metrics, never the scores.
+        calibration_data: labelled held-out data the combination is fitted on; without it
+            ``data`` is cross-fitted in ``folds`` folds.
+        head: module path of the linear head (default: the model's last ``nn.Linear``).
+        class_names: names of the classes in logit order (default: ``data.class_names``).
+        spurious, subgroups, thresholds: the option groups (see
+            :mod:`~lightning_maia.analysis.flagging_options`).
+        candidate_attributes: attributes the agent varies in both audits (default: all).
+        backends: the agent and image backends (offline defaults; its ``designer`` resolved
+            on ``data``).
+        preprocess: maps display images in [0, 1] to model inputs.
+        batch_size: batch size of the scoring passes.
+        folds: cross-fitting folds when there is no ``calibration_data``.
+        on_error: ``warn`` (a failed agent run or backend leaves its evidence out) or ``raise``.
+        seed: seeds the agent and the folds.
+        remover_units: unit index -> description of the units a remover judged spurious, used
+            when ``spurious.spurious_units`` is not given (an empty mapping: none judged).
+        exemplars: exemplars of the ``feature_layer`` units for the own check (computed when
+            missing).
+    """
+    spurious = spurious if spurious is not None else SpuriousEvidence()
+    subgroups = subgroups if subgroups is not None else SubgroupAudit()
+    thresholds = thresholds if thresholds is not None else Thresholds()
+    if calibration_data is not None and calibration_data is data:
+        raise bad_option("calibration_data", "held-out data, not the scored dataset", "dataset")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise bad_option("folds", "an integer of at least 2", folds)
+    names = list(class_names or getattr(data, "class_names", []) or [])
+    attributes = tuple(candidate_attributes)
+    chosen = resolve_backends(
+        backends, data, names, attributes, uses_agent=uses_agent(spurious, subgroups), seed=seed
+    )
+    assert chosen is not None  # the data is known
+    experiments = Experiments(
+        agent=chosen.agent,  # type: ignore[arg-type]
+        generator=chosen.generator, editor=chosen.editor, describer=chosen.describer,
+        preprocess=preprocess, candidate_attributes=attributes, on_error=on_error, seed=seed,
+    )  # fmt: skip
+    _, linear = find_head(model, head)
+    evaluated = collect_outputs(model, linear, data, batch_size, preprocess)
+    weight = effective_head_weight(linear)
+    if spurious.spurious_units is not None:
+        given = dict(remover_units or {})
+        units = {u: given.get(u, "") for u in spurious.spurious_units}
+    elif remover_units is not None:
+        units = dict(remover_units)
+    elif spurious.runs_own_check:
+        units = checked_spurious_units(
+            model, data, evaluated, weight, names, spurious, experiments, exemplars
+        )
+    else:
+        if spurious.spurious_check:
+            rank_zero_warn(
+                f"{WARN}no SpuriousFeatureRemover, no `spurious_units` and no `feature_layer` for "
+                "its own spurious_check; spurious reliance is left out"
+            )
+        units = {}
+    findings = audited_subgroups(model, names, subgroups, experiments)
+
+    def features_of(
+        held: Dataset[Any], outputs: ModelOutputs
+    ) -> tuple[Tensor, list[Any], list[Any]]:
+        count = len(outputs.labels)
+        concepts = (
+            input_concepts(held, count, subgroups, experiments, batch_size)
+            if findings
+            else [frozenset()] * count
+        )
+        return risk_features(outputs, weight, units, findings, concepts, names)
+
+    features, matched, top_units = features_of(data, evaluated)
+    leading_units = (
+        risk.unit_contributions(evaluated.features, weight, evaluated.predictions)
+        .argmax(dim=1)
+        .tolist()
+    )
+    ids = item_ids(data)
+    fitted: pd.DataFrame | None = None
+    if calibration_data is not None:
+        held_out = collect_outputs(model, linear, calibration_data, batch_size, preprocess)
+        fitting = features_of(calibration_data, held_out)[0]
+        combiner = risk.fit_risk_combiner(fitting, held_out.errors, item_ids(calibration_data))
+        maia, combiners = combiner.score(features, ids), [combiner]
+        fitted = _feature_frame(fitting, held_out.errors)
+    else:
+        maia, combiners = risk.cross_fitted_risk(
+            features, evaluated.errors, ids, folds=folds, seed=seed
+        )
+    scores = {**risk.baseline_risks(evaluated.logits), "maia": maia}
+    confidence = 1.0 - scores["msp"]
+    flagged = maia >= thresholds.flag_threshold
+    reasons = [
+        risk.flag_reason(
+            confidence=float(confidence[i]),
+            reliance=float(features[i, 1]),
+            spurious_unit=top_units[i],
+            unit_description=units.get(top_units[i], "") if top_units[i] is not None else "",
+            leading=top_units[i] == leading_units[i],
+            subgroup=matched[i],
+        )
+        for i in range(len(maia))
+    ]
+    table = pd.DataFrame(
+        {
+            "index": range(len(maia)),
+            "label": named(evaluated.labels, names),
+            "prediction": named(evaluated.predictions, names),
+            "correct": (~evaluated.errors.bool()).tolist(),
+            **{name: scores[name].tolist() for name in risk.BASELINES},
+            "reliance": features[:, 1].tolist(),
+            "subgroup": features[:, 2].tolist(),
+            "maia": maia.tolist(),
+            "flagged": flagged.tolist(),
+            "reason": reasons,
+        }
+    )[list(TABLE_COLUMNS)].sort_values("maia", ascending=False, kind="stable")
+    coefficients = pd.DataFrame([c.coefficients() for c in combiners]).mean().to_dict()
+    return FlaggingResult(
+        table=table.reset_index(drop=True),
+        metrics=risk.error_detection_metrics(scores, evaluated.errors),
+        findings=findings,
+        spurious_units=units,
+        coefficients={str(k): float(v) for k, v in coefficients.items()},
+        flagged_rate=float(flagged.float().mean()) if len(maia) else 0.0,
+        subgroup_count=len(dict.fromkeys(f.group or f.description for f in findings)),
+        calibration=fitted,
+        sections=experiments.sections,
+    )
+
+
+def _feature_frame(features: Tensor, errors: Tensor) -> pd.DataFrame:
+    columns = {name: features[:, i].tolist() for i, name in enumerate(risk.MAIA_FEATURES)}
+    return pd.DataFrame({**columns, "error": errors.bool().tolist()})
+
+
+__all__ = [
+    "TABLE_COLUMNS",
+    "FlaggingResult",
+    "GateResult",
+    "SpuriousEvidence",
+    "SubgroupAudit",
+    "Thresholds",
+    "check_gate",
+    "flag",
+    "resolve_backends",
+]

@@ -1,0 +1,107 @@
+"""The flagging pipeline without a Trainer: subgroup membership from what the audit observes at
+test time (the predicted class, never the true one), the option groups' errors, the gate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from lightning_maia.analysis.class_bias import SubgroupFinding
+from lightning_maia.analysis.flagging import Thresholds, check_gate, flag
+from lightning_maia.analysis.flagging_evidence import ModelOutputs, observed_concepts, risk_features
+from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit
+from lightning_maia.errors import ConfigurationError
+
+CLASSES = ["circle", "square"]
+#: Circles the model scores low on water (severity 1 - 0.2 / 0.8 = 0.75).
+ON_WATER = SubgroupFinding(
+    "output:0", "circle", "shape=circle", "background", "water", "background=water",
+    "circles on water", mean_score=0.2, class_mean=0.8,
+)  # fmt: skip
+
+
+def outputs(predicted: list[int], labels: list[int]) -> ModelOutputs:
+    logits = torch.nn.functional.one_hot(torch.tensor(predicted), 2).float() * 2.0
+    return ModelOutputs(logits, torch.ones(len(predicted), 2), torch.tensor(labels))
+
+
+def test_membership_follows_the_predicted_class_never_the_true_one() -> None:
+    # Every input is on water; the first two are true circles, the last two true squares.
+    concepts = [
+        frozenset({"shape=circle", "background=water"}),
+        frozenset({"shape=circle", "background=water"}),
+        frozenset({"shape=square", "background=water"}),
+        frozenset({"shape=square", "background=grass"}),
+    ]
+    predicted, labels = [0, 1, 0, 0], [0, 0, 1, 1]
+    features, matched, _ = risk_features(
+        outputs(predicted, labels), torch.eye(2), {}, [ON_WATER], concepts, CLASSES
+    )
+    # Predicted circle on water: in the subgroup, whatever the true shape; predicted square or
+    # not on water: out.
+    assert features[:, 2].tolist() == [0.75, 0.0, 0.75, 0.0]
+    assert [m and m.description for m in matched] == [ON_WATER.description, None] * 2
+    # The true class and shape change nothing: the same predictions give the same column.
+    relabelled = [frozenset(c - {"shape=circle", "shape=square"}) for c in concepts]
+    again, _, _ = risk_features(
+        outputs(predicted, [1, 1, 0, 0]), torch.eye(2), {}, [ON_WATER], relabelled, CLASSES
+    )
+    assert torch.equal(again, features)
+
+
+def test_observed_concepts_drop_the_class_attribute_and_add_the_prediction() -> None:
+    rows = observed_concepts(
+        [ON_WATER],
+        ["circle", "square"],
+        [frozenset({"shape=square", "background=water", "size=large"})] * 2,
+    )
+    assert rows == [
+        frozenset({"shape=circle", "background=water", "size=large"}),
+        frozenset({"background=water", "size=large"}),
+    ]
+    with pytest.raises(ConfigurationError, match="`predicted` can be one class per input"):
+        observed_concepts([ON_WATER], ["circle"], [frozenset(), frozenset()])
+
+
+def test_flag_runs_without_a_trainer_and_the_gate_reads_its_summary() -> None:
+    model = nn.Sequential(nn.Identity(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        model[1].bias.zero_()
+    # Class 0 when x0 > x1; unit 1 is "spurious". Inputs 2 and 3 of each four are errors.
+    x = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 0.3], [0.3, 0.0]] * 5)
+    data = TensorDataset(x, torch.tensor([0, 1, 0, 1] * 5))
+    result = flag(
+        model, data, spurious=SpuriousEvidence(spurious_units=[1]),
+        subgroups=SubgroupAudit(class_bias=False), thresholds=Thresholds(flag_threshold=0.5),
+    )  # fmt: skip
+    table = result.table.sort_values("index")
+    assert (~table["correct"]).tolist() == [False, False, True, True] * 5
+    # Reliance: all of a class-1 prediction's evidence comes from unit 1, none of class 0's.
+    assert table["reliance"].tolist() == [0.0, 1.0, 1.0, 0.0] * 5
+    assert result.metrics["auroc"]["msp"] == 1.0 and result.spurious_units == {1: ""}
+    assert result.flagged_rate == pytest.approx(float(table["flagged"].mean()))
+    gate = check_gate(result.summary(), Thresholds(max_flagged_rate=0.1))
+    assert gate.passed is (result.flagged_rate <= 0.1)
+    assert check_gate(None, Thresholds()).failures == ["MisclassificationFlagger has not run yet"]
+    with pytest.raises(ConfigurationError, match="`calibration_data` can be held-out data"):
+        flag(model, data, calibration_data=data)
+    with pytest.raises(ConfigurationError, match="`folds` can be an integer of at least 2"):
+        flag(model, data, folds=1)
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: SpuriousEvidence(spurious_units="3"), "`spurious_units` can be a list of unit"),
+        (lambda: SpuriousEvidence(spurious_check="yes"), "`spurious_check` can be True or False"),
+        (lambda: SubgroupAudit(concepts="clip"), "`concepts` can be auto, metadata, describer"),
+        (lambda: SubgroupAudit(images_per_value=0), "`images_per_value` can be a positive int"),
+        (lambda: Thresholds(top_n=True), "`top_n` can be a positive integer, got True"),
+    ],
+)
+def test_the_option_groups_name_a_bad_field(build: object, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        build()  # type: ignore[operator]
