@@ -37,7 +37,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--agent", default="scientist", help="the agent a benchmark runs, where it runs one"
     )
     bench.add_argument(
-        "--suite", default="standard", help="which suite, where a benchmark has several (neurons: hard; spurious: shortcut)"
+        "--suite", default="standard", help="which suite, where a benchmark has several (neurons)"
     )
     demo = commands.add_parser("demo", help="the end-to-end demo on the procedural world")
     demo.add_argument("--out", type=Path, default=Path("maia_demo"), help="output folder")
