@@ -1,6 +1,10 @@
 """Analysis of agent results and of models: the functional cores behind the callbacks, the
 audit and the benchmarks.
 
+- the callbacks' work without a Trainer: :func:`interpret_units` (:mod:`.interpretation`),
+  :func:`find_spurious_units` and :func:`remove_spurious_units` (:mod:`.spurious_search`),
+  :func:`flag` (:mod:`.flagging`), with their option groups;
+
 - description scoring, against ground truth and by what a description predicts (:mod:`.scoring`);
 - spurious units: L1 selection, counterfactual judgements, refits and erasure (:mod:`.spurious`,
   :mod:`.counterfactuals`), deep feature reweighting (:mod:`.dfr`), masked heads
@@ -41,11 +45,14 @@ from lightning_maia.analysis.dfr import (
     DFRResult,
     dfr_head,
 )
+from lightning_maia.analysis.flagging import FlaggingResult, GateResult, check_gate, flag
+from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
 from lightning_maia.analysis.gates import (
     Gate,
     evaluate_gates,
     parse_gate,
 )
+from lightning_maia.analysis.interpretation import Interpretation, interpret_units
 from lightning_maia.analysis.masked_head import (
     MaskedHead,
     effective_linear,
@@ -97,6 +104,7 @@ from lightning_maia.analysis.spurious import (
     UnitJudgement,
     balanced_indices,
     choose_refit,
+    counterfactual_augment,
     dataset_groups,
     erase_projection,
     erase_remedy,
@@ -107,6 +115,13 @@ from lightning_maia.analysis.spurious import (
     resolve_protocol,
     select_remedy,
     spurious_subspace,
+)
+from lightning_maia.analysis.spurious_options import Refit, SearchBudget
+from lightning_maia.analysis.spurious_search import (
+    SpuriousRemoval,
+    SpuriousUnits,
+    find_spurious_units,
+    remove_spurious_units,
 )
 
 __all__ = [
@@ -120,27 +135,39 @@ __all__ = [
     "ClassBiasAudit",
     "DFRResult",
     "Explanation",
+    "FlaggingResult",
     "Formula",
     "Gate",
+    "GateResult",
     "IndependentPromptWriter",
+    "Interpretation",
     "LinearHead",
     "MaskedHead",
     "PredictiveScore",
+    "Refit",
     "RefitChoice",
     "RefitProtocol",
     "RiskCombiner",
+    "SearchBudget",
     "Selection",
+    "SpuriousEvidence",
+    "SpuriousRemoval",
+    "SpuriousUnits",
+    "SubgroupAudit",
     "SubgroupCheck",
     "SubgroupFinding",
+    "Thresholds",
     "UnitJudgement",
     "accuracy_by_kind",
     "activation_auroc",
     "audit_class_bias",
     "balanced_indices",
     "baseline_risks",
+    "check_gate",
     "check_subgroups",
     "choose_refit",
     "claimed_kind",
+    "counterfactual_augment",
     "counterfactual_deltas",
     "cross_fitted_risk",
     "dataset_concepts",
@@ -157,9 +184,11 @@ __all__ = [
     "explain_mask",
     "false_positives_per_class",
     "find_head",
+    "find_spurious_units",
     "findings_from_report",
     "finds_planted",
     "fit_risk_combiner",
+    "flag",
     "flag_reason",
     "fold_masked_heads",
     "has_metadata_concepts",
@@ -167,6 +196,7 @@ __all__ = [
     "head_metrics",
     "independent_predictive_score",
     "install_masked_head",
+    "interpret_units",
     "judge_units",
     "l1_top_units",
     "matches_ground_truth",
@@ -179,6 +209,7 @@ __all__ = [
     "predictive_score",
     "refit_head",
     "reinstall_masked_heads",
+    "remove_spurious_units",
     "reported_subgroups",
     "resolve_protocol",
     "restore_masked_heads",
