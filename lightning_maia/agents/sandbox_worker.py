@@ -60,12 +60,18 @@ START_TIMEOUT_S = 60.0
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # Imports the sandbox without the package's __init__ (which would import torch).
 _BOOT = """
-import sys, types
+import os, sys, types
 root, fd, memory_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sys.path.insert(0, root)
-package = types.ModuleType("lightning_maia")
-package.__path__ = [root + "/lightning_maia"]
-sys.modules["lightning_maia"] = package
+# Every package bare: their __init__s import torch and the rest, which the child must not load
+# (results unpickled here import their modules, e.g. lightning_maia.tools.results).
+base = root + "/lightning_maia"
+for folder, _, files in os.walk(base):
+    if "__init__.py" in files and "__pycache__" not in folder:
+        name = "lightning_maia" + folder[len(base):].replace("/", ".")
+        package = types.ModuleType(name)
+        package.__path__ = [folder]
+        sys.modules[name] = package
 from lightning_maia.agents.sandbox_worker import serve
 serve(fd, memory_mb)
 """
