@@ -184,12 +184,14 @@ def _run_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
 #: Benchmarks that ``bench all`` runs more than once: name -> (file stem, option overrides).
 _EXTRA_RUNS_OF_ALL: dict[str, list[tuple[str, dict[str, str]]]] = {
     "neurons": [("neurons_hard", {"suite": "hard"})],
+    "spurious": [("spurious_shortcut", {"suite": "shortcut"})],
 }
 
 
 def _bench_jobs(args: argparse.Namespace) -> list[tuple[str, str, dict[str, str]]]:
     """(benchmark, file stem, options) for each run: one for a name; for ``all``, every
-    benchmark, plus the other suites whose files the README quotes (``neurons_hard``)."""
+    benchmark, plus the other suites whose files the README quotes (``neurons_hard``,
+    ``spurious_shortcut``)."""
     from lightning_maia.bench import BENCHMARKS
 
     chosen = {"agent": args.agent, "suite": args.suite}

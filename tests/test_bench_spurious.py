@@ -83,19 +83,21 @@ def test_unknown_suite_is_named() -> None:
         spurious_bench.run(quick=True, suite="entangled")
 
 
-def test_shortcut_setting_is_a_benchmark_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_maia.bench import BENCHMARKS, get_benchmark
+def test_the_shortcut_setting_runs_through_the_suite_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from lightning_maia import cli
 
     calls: list[dict[str, object]] = []
 
-    def recorded(**kwargs: object) -> dict[str, object]:
-        calls.append(kwargs)
+    def recorded(
+        quick: bool = False, seed: int = 0, agent: str = "scientist", suite: str = "standard"
+    ) -> dict[str, object]:
+        calls.append({"quick": quick, "seed": seed, "agent": agent, "suite": suite})
         return {}
 
     monkeypatch.setattr(spurious_bench, "run", recorded)
-    monkeypatch.setattr("lightning_maia.bench.spurious_shortcut.run_spurious", recorded)
-    assert "spurious_shortcut" in BENCHMARKS  # so `bench all` runs both settings
-    get_benchmark("spurious_shortcut")(quick=True, seed=3)
+    assert cli.main(["bench", "spurious", "--suite", "shortcut", "--quick", "--seed", "3"]) == 0
     assert calls == [{"quick": True, "seed": 3, "agent": "scientist", "suite": "shortcut"}]
     # Training data of the shortcut setting leaves 1 in 100 items off the shortcut.
     assert spurious_bench.SUITES == {"standard": 0.95, "shortcut": 0.99}

@@ -55,8 +55,9 @@ def test_bench_all_writes_every_file_the_readme_quotes() -> None:
     jobs = {stem: (name, options["suite"]) for name, stem, options in cli._bench_jobs(args)}
     from lightning_maia.bench import BENCHMARKS
 
-    assert set(jobs) == set(BENCHMARKS) | {"neurons_hard"}
+    assert set(jobs) == set(BENCHMARKS) | {"neurons_hard", "spurious_shortcut"}
     assert jobs["neurons_hard"] == ("neurons", "hard")
+    assert jobs["spurious_shortcut"] == ("spurious", "shortcut")
     assert jobs["neurons"] == ("neurons", "standard")
 
 

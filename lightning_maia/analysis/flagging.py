@@ -37,7 +37,7 @@ from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from lightning_maia.agents.experiment_setup import given_agent, resolve_agent, resolve_experiments
+from lightning_maia.agents.agent_resolution import given_agent, resolve_agent, resolve_experiments
 from lightning_maia.analysis import risk
 from lightning_maia.analysis.class_bias import SubgroupFinding
 from lightning_maia.analysis.flagging_evidence import (

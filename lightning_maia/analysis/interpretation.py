@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lightning_maia.agents.experiment_setup import given_agent, resolve_agent, resolve_experiments
+from lightning_maia.agents.agent_resolution import given_agent, resolve_agent, resolve_experiments
 from lightning_maia.agents.records import UnitReport, reports_to_dataframe
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from torch.utils.data import Dataset
 
-from lightning_maia.agents.experiment_setup import given_agent, resolve_agent, resolve_experiments
+from lightning_maia.agents.agent_resolution import given_agent, resolve_agent, resolve_experiments
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.spurious import REFIT, RefitProtocol
 from lightning_maia.errors import bad_option

@@ -20,7 +20,6 @@ BENCHMARKS: dict[str, str] = {
     "realdata": "lightning_maia.bench.realdata",
     "neurons": "lightning_maia.bench.neurons",
     "spurious": "lightning_maia.bench.spurious",
-    "spurious_shortcut": "lightning_maia.bench.spurious_shortcut",
     "tools": "lightning_maia.bench.tools",
     "world": "lightning_maia.bench.world",
 }

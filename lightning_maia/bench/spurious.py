@@ -32,8 +32,8 @@ and the ``erasure`` row's energy are chosen the same way, jointly with ``C``
 ``maia`` with ``erm_head``.
 
 Two settings (``--suite``, :data:`SUITES`): ``standard`` (p=0.95, as MAIA's) and ``shortcut``
-(p=0.99, where the ERM head fails; also ``lightning-maia bench spurious_shortcut``, so
-``bench all`` runs both). Full mode runs 3 backbone seeds and reports the mean and
+(p=0.99, where the ERM head fails; ``bench all`` runs both, writing ``spurious.json`` and
+``spurious_shortcut.json``). Full mode runs 3 backbone seeds and reports the mean and
 ``spread_over_seeds`` (std); ``--quick`` uses one.
 """
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_maia.agents.experiment_setup import resolve_agent
+from lightning_maia.agents.agent_resolution import resolve_agent
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.flagging import (
     FlaggingResult,

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_maia.agents.experiment_setup import (
+from lightning_maia.agents.agent_resolution import (
     ResolvedExperiments,
     given_agent,
     resolve_agent,
