@@ -23,6 +23,7 @@ from lightning_maia.agents.scientist_designers import (
 )
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.errors import bad_option
+from lightning_maia.options import Backends
 from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
 
 #: What ``agent=`` accepts besides an agent object: the offline scientist by name.
@@ -107,3 +108,28 @@ def resolve_experiments(
     if isinstance(chosen, ScientistAgent) and chosen.designer is not setup.designer:
         chosen.designer = setup.designer
     return ResolvedExperiments(chosen, setup.generator, setup.editor, setup.describer)
+
+
+def resolve_backends(
+    backends: Backends | None,
+    owner: str,
+    *,
+    dataset: Dataset[Any] | None,
+    class_names: Any,
+    candidate_attributes: Any = (),
+    seed: int = 0,
+) -> ResolvedExperiments:
+    """What the option group ``backends`` resolves to on ``dataset``: the agent by name or
+    object, with its designer's backends resolved and checked (:func:`resolve_experiments`);
+    the backends as given, the agent resolved, when there is nothing to decide (the procedural
+    default, or no data known yet). Raises ConfigurationError naming what to configure."""
+    given = backends if backends is not None else Backends()
+    agent = resolve_agent(given.agent, seed)
+    resolved = resolve_experiments(
+        owner, agent=given_agent(given.agent, agent), designer=given.designer, dataset=dataset,
+        class_names=class_names, candidate_attributes=candidate_attributes,
+        generator=given.generator, editor=given.editor, describer=given.describer, seed=seed,
+    )  # fmt: skip
+    if resolved is None:
+        return ResolvedExperiments(agent, given.generator, given.editor, given.describer)
+    return resolved

@@ -37,7 +37,11 @@ from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from lightning_maia.agents.agent_resolution import given_agent, resolve_agent, resolve_experiments
+from lightning_maia.agents.agent_resolution import (
+    ResolvedExperiments,
+    resolve_agent,
+    resolve_backends,
+)
 from lightning_maia.analysis import risk
 from lightning_maia.analysis.class_bias import SubgroupFinding
 from lightning_maia.analysis.flagging_evidence import (
@@ -60,6 +64,8 @@ from lightning_maia.exemplars import ExemplarResult
 from lightning_maia.options import Backends
 
 #: The columns of :attr:`FlaggingResult.table`, in order.
+#: Who names itself in configuration errors.
+OWNER = "MisclassificationFlagger"
 TABLE_COLUMNS = (
     "index", "label", "prediction", "correct", *risk.BASELINES, "reliance", "subgroup", "maia",
     "flagged", "reason",
@@ -137,36 +143,6 @@ def check_gate(decision: Mapping[str, float] | None, thresholds: Thresholds) -> 
     return GateResult(not failures, failures, rate, count)
 
 
-def resolve_backends(
-    backends: Backends | None,
-    data: Dataset[Any] | None,
-    class_names: Sequence[str],
-    candidate_attributes: Sequence[str],
-    *,
-    uses_agent: bool = True,
-    seed: int = 0,
-) -> Backends | None:
-    """The agent and backends ``backends`` asks for on ``data`` (its ``designer`` resolved),
-    checked that they can run; None when nothing can be decided yet (no data known).
-
-    Raises :class:`~lightning_maia.errors.ConfigurationError` naming what to configure.
-    """
-    given = backends if backends is not None else Backends()
-    agent = resolve_agent(given.agent, seed)
-    if not uses_agent:
-        return Backends(agent=agent, generator=given.generator, editor=given.editor,
-                        describer=given.describer)  # fmt: skip
-    resolved = resolve_experiments(
-        "MisclassificationFlagger", agent=given_agent(given.agent, agent), designer=given.designer,
-        dataset=data, class_names=list(class_names), candidate_attributes=candidate_attributes,
-        generator=given.generator, editor=given.editor, describer=given.describer, seed=seed,
-    )  # fmt: skip
-    if resolved is None:
-        return None
-    return Backends(agent=resolved.agent, generator=resolved.generator, editor=resolved.editor,
-                    describer=resolved.describer)  # fmt: skip
-
-
 def uses_agent(spurious: SpuriousEvidence, subgroups: SubgroupAudit) -> bool:
     """Whether a run asks the agent anything (the class-bias audit or the own check)."""
     return subgroups.class_bias or spurious.runs_own_check
@@ -183,7 +159,7 @@ def flag(
     subgroups: SubgroupAudit | None = None,
     thresholds: Thresholds | None = None,
     candidate_attributes: Sequence[str] = (),
-    backends: Backends | None = None,
+    backends: Backends | ResolvedExperiments | None = None,
     preprocess: Callable[[Tensor], Tensor] | None = None,
     batch_size: int = 256,
     folds: int = 2,
@@ -205,7 +181,7 @@ def flag(
             :mod:`~lightning_maia.analysis.flagging_options`).
         candidate_attributes: attributes the agent varies in both audits (default: all).
         backends: the agent and image backends (offline defaults; its ``designer`` resolved
-            on ``data``).
+            on ``data``), or what they already resolved to.
         preprocess: maps display images in [0, 1] to model inputs.
         batch_size: batch size of the scoring passes.
         folds: cross-fitting folds when there is no ``calibration_data``.
@@ -225,12 +201,19 @@ def flag(
         raise bad_option("folds", "an integer of at least 2", folds)
     names = list(class_names or getattr(data, "class_names", []) or [])
     attributes = tuple(candidate_attributes)
-    chosen = resolve_backends(
-        backends, data, names, attributes, uses_agent=uses_agent(spurious, subgroups), seed=seed
-    )
-    assert chosen is not None  # the data is known
+    if isinstance(backends, ResolvedExperiments):
+        chosen = backends
+    elif uses_agent(spurious, subgroups):  # checked before any pass: a bad setup fails fast
+        chosen = resolve_backends(
+            backends, OWNER, dataset=data, class_names=names,
+            candidate_attributes=attributes, seed=seed,
+        )  # fmt: skip
+    else:  # no agent runs: nothing to design or check
+        options = backends if backends is not None else Backends()
+        agent = resolve_agent(options.agent, seed)
+        chosen = ResolvedExperiments(agent, options.generator, options.editor, options.describer)
     experiments = Experiments(
-        agent=chosen.agent,  # type: ignore[arg-type]
+        agent=chosen.agent,
         generator=chosen.generator, editor=chosen.editor, describer=chosen.describer,
         preprocess=preprocess, candidate_attributes=attributes, on_error=on_error, seed=seed,
     )  # fmt: skip
@@ -332,6 +315,7 @@ def _feature_frame(features: Tensor, errors: Tensor) -> pd.DataFrame:
 
 
 __all__ = [
+    "OWNER",
     "TABLE_COLUMNS",
     "FlaggingResult",
     "GateResult",
@@ -340,5 +324,4 @@ __all__ = [
     "Thresholds",
     "check_gate",
     "flag",
-    "resolve_backends",
 ]

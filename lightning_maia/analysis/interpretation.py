@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lightning_maia.agents.agent_resolution import given_agent, resolve_agent, resolve_experiments
+from lightning_maia.agents.agent_resolution import resolve_agent, resolve_backends
 from lightning_maia.agents.records import UnitReport, reports_to_dataframe
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
@@ -276,14 +276,9 @@ def build_interpreter(
         seed, on_error, progress, concurrency,
     )  # fmt: skip
     if backends.designer is not None:
-        resolved = resolve_experiments(
-            "UnitInterpreter", agent=given_agent(backends.agent, agent),
-            designer=backends.designer, dataset=data, class_names=names,
-            candidate_attributes=(), generator=backends.generator, editor=backends.editor,
-            describer=backends.describer, seed=seed,
-        )  # fmt: skip
-        if resolved is not None:
-            resolved.install(interpreter)
+        resolve_backends(
+            backends, "UnitInterpreter", dataset=data, class_names=names, seed=seed
+        ).install(interpreter)
     return interpreter
 
 

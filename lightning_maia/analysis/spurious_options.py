@@ -17,18 +17,11 @@ lightning_maia.errors.ConfigurationError: `k` can be a positive integer, got 0
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from torch.utils.data import Dataset
-
-from lightning_maia.agents.agent_resolution import given_agent, resolve_agent, resolve_experiments
-from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.spurious import REFIT, RefitProtocol
 from lightning_maia.errors import bad_option
-from lightning_maia.options import Backends
-from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
 
 REMEDIES = ("select", "erase")
 #: Verdicts whose units ``select`` may keep.
@@ -100,43 +93,4 @@ class Refit:
             raise bad_option("finetune_epochs", "a non-negative integer", epochs)
 
 
-@dataclass
-class ResolvedBackends:
-    """The agent object and image backends a search runs with: what :class:`Backends`
-    resolves to for one dataset (:func:`resolve_backends`)."""
-
-    agent: Agent
-    generator: ImageGenerator | None = None
-    editor: ImageEditor | None = None
-    describer: ImageDescriber | None = None
-
-
-def resolve_backends(
-    backends: Backends | None,
-    *,
-    data: Dataset[Any] | None,
-    class_names: Sequence[str] | None,
-    candidate_attributes: Sequence[str],
-    seed: int = 0,
-    owner: str = "find_spurious_units",
-) -> ResolvedBackends:
-    """The agent and backends ``backends`` asks for on ``data``: the offline scientist with the
-    designer that fits the data unless an agent is given. Raises ConfigurationError naming
-    what to configure when the agent cannot design an experiment on ``data``."""
-    option = backends.agent if backends is not None else None
-    agent = resolve_agent(option, seed)
-    generator = backends.generator if backends is not None else None
-    editor = backends.editor if backends is not None else None
-    describer = backends.describer if backends is not None else None
-    resolved = resolve_experiments(
-        owner, agent=given_agent(option, agent),
-        designer=backends.designer if backends is not None else None, dataset=data,
-        class_names=class_names, candidate_attributes=candidate_attributes, generator=generator,
-        editor=editor, describer=describer, seed=seed,
-    )  # fmt: skip
-    if resolved is None:  # the procedural default, or nothing to decide without data
-        return ResolvedBackends(agent, generator, editor, describer)
-    return ResolvedBackends(resolved.agent, resolved.generator, resolved.editor, resolved.describer)
-
-
-__all__ = ["KEEPABLE", "REMEDIES", "Refit", "ResolvedBackends", "SearchBudget", "resolve_backends"]
+__all__ = ["KEEPABLE", "REMEDIES", "Refit", "SearchBudget"]

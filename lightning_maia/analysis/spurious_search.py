@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from lightning_maia.agents.agent_resolution import ResolvedExperiments, resolve_backends
 from lightning_maia.analysis.head_features import HeadInputs, feeding_layer, head_inputs
 from lightning_maia.analysis.masked_head import (
     MaskedHead,
@@ -55,12 +56,7 @@ from lightning_maia.analysis.spurious import (
     l1_top_units,
     select_remedy,
 )
-from lightning_maia.analysis.spurious_options import (
-    Refit,
-    ResolvedBackends,
-    SearchBudget,
-    resolve_backends,
-)
+from lightning_maia.analysis.spurious_options import Refit, SearchBudget
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
 from lightning_maia.options import Backends
@@ -234,7 +230,7 @@ def find_spurious_units(
     candidate_attributes: Sequence[str] = ("background",),
     head: str | None = None,
     feature_layer: str | None = None,
-    backends: Backends | ResolvedBackends | None = None,
+    backends: Backends | ResolvedExperiments | None = None,
     budget: SearchBudget | None = None,
     preprocess: Preprocess | None = None,
     exemplars: ExemplarResult | None = None,
@@ -270,9 +266,9 @@ def find_spurious_units(
     names = class_names_of(model, data, class_names)
     if names is None:
         raise bad_option("class_names", "the class names in output order", None)
-    if not isinstance(backends, ResolvedBackends):  # before the passes: a bad setup fails fast
+    if not isinstance(backends, ResolvedExperiments):  # before the passes: a bad setup fails fast
         backends = resolve_backends(
-            backends, data=data, class_names=names,
+            backends, "find_spurious_units", dataset=data, class_names=names,
             candidate_attributes=candidate_attributes, seed=seed,
         )  # fmt: skip
     if exemplars is None:
@@ -403,7 +399,6 @@ def _warn(message: str) -> None:
 
 __all__ = [
     "Refit",
-    "ResolvedBackends",
     "SearchBudget",
     "SpuriousRemoval",
     "SpuriousUnits",

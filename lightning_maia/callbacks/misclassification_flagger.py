@@ -27,14 +27,18 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_maia.agents.agent_resolution import resolve_agent
+from lightning_maia.agents.agent_resolution import (
+    ResolvedExperiments,
+    resolve_agent,
+    resolve_backends,
+)
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.flagging import (
+    OWNER,
     FlaggingResult,
     GateResult,
     check_gate,
     flag,
-    resolve_backends,
     uses_agent,
 )
 from lightning_maia.analysis.flagging_evidence import unit_words
@@ -150,7 +154,7 @@ class MisclassificationFlagger(Callback):
         self._root: Path | None = None
         #: The HTML report of the latest run (flagged inputs with their reasons, the evidence).
         self.report_path: Path | None = None
-        self._resolved: Backends | None = None
+        self._resolved: ResolvedExperiments | None = None
         self._remover_attached = False
         self._warned_no_units = False
 
@@ -293,11 +297,13 @@ class MisclassificationFlagger(Callback):
         can run; the resolved agent becomes :attr:`agent`."""
         if self._resolved is not None or not uses_agent(self.spurious, self.subgroups):
             return
-        self._resolved = resolve_backends(
-            self.backends, data, names, self.candidate_attributes, seed=self.seed
-        )
-        if self._resolved is not None:
-            self.agent = self._resolved.agent  # type: ignore[assignment]
+        resolved = resolve_backends(
+            self.backends, OWNER, dataset=data, class_names=list(names),
+            candidate_attributes=self.candidate_attributes, seed=self.seed,
+        )  # fmt: skip
+        if data is not None:  # without data, it is tried again when the data is known
+            self._resolved = resolved
+            self.agent = resolved.agent
 
     def _waiting_for_remover(self) -> bool:
         """A remover is attached but has not judged yet, and nothing else gives units: say so

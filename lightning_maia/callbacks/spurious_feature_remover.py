@@ -42,7 +42,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_maia.agents.agent_resolution import resolve_agent
+from lightning_maia.agents.agent_resolution import (
+    ResolvedExperiments,
+    resolve_agent,
+    resolve_backends,
+)
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis.masked_head import (
     MaskedHead,
@@ -53,14 +57,12 @@ from lightning_maia.analysis.masked_head import (
 from lightning_maia.analysis.spurious import UnitJudgement
 from lightning_maia.analysis.spurious_search import (
     Refit,
-    ResolvedBackends,
     SearchBudget,
     class_names_of,
     find_spurious_units,
     install_decision,
     locate_feature_layer,
     remove_spurious_units,
-    resolve_backends,
     unit_table,
 )
 from lightning_maia.callbacks._checkpoints import forget_optimizer_state, refresh_checkpoints
@@ -166,7 +168,7 @@ class SpuriousFeatureRemover(Callback):
         self.preprocess, self.seed = preprocess, seed
         #: The agent of the runs (a bad ``backends.agent`` fails here, at ``__init__``).
         self.agent: Agent = resolve_agent(self.backends.agent, seed)
-        self._resolved: ResolvedBackends | None = None
+        self._resolved: ResolvedExperiments | None = None
         #: The agent's judgements of the last run (rank zero).
         self.judgements: list[UnitJudgement] = []
         #: Figures of every run: epoch, units judged/kept, before/after metrics.
@@ -364,14 +366,14 @@ class SpuriousFeatureRemover(Callback):
 
     def _resolve_backends(
         self, pl_module: nn.Module, data: Dataset[Any] | None
-    ) -> ResolvedBackends:
+    ) -> ResolvedExperiments:
         """The agent and backends ``backends`` asks for, checked they can run (once the data
         is known: a resolution without data is tried again when it is)."""
         if self._resolved is not None:
             return self._resolved
         resolved = resolve_backends(
-            self.backends, data=data, class_names=self._class_names(pl_module, data),
-            candidate_attributes=self.candidate_attributes, seed=self.seed, owner=_OWNER,
+            self.backends, _OWNER, dataset=data, class_names=self._class_names(pl_module, data),
+            candidate_attributes=self.candidate_attributes, seed=self.seed,
         )  # fmt: skip
         if data is not None:
             self._resolved = resolved
