@@ -43,6 +43,7 @@ forces a final answer; a backend failure gives a failed report with the reason, 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import json
@@ -218,16 +219,24 @@ class VLMAgent:
     async def arun_many(
         self, toolboxes: Sequence[Toolbox], task: TaskSpec, concurrency: int = 4
     ) -> list[UnitReport]:
-        """Study many units, at most ``concurrency`` at a time; reports in input order."""
-        if concurrency < 1:
+        """Study many units, at most ``concurrency`` at a time; reports in input order.
+
+        The episodes block on HTTP, so each runs in a thread of a pool of its own sized to
+        ``concurrency`` (asyncio's default pool holds ``cpu_count + 4`` threads: on a small
+        machine it would cap the requests in flight below the limit asked for). The client's
+        retries (429 with ``Retry-After``, 5xx, timeouts) happen inside each episode, so a rate
+        limit slows the units it hits without exceeding ``concurrency``.
+        """
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise bad_option("concurrency", "a positive integer", concurrency)
-        limit = asyncio.Semaphore(concurrency)
-
-        async def one(toolbox: Toolbox) -> UnitReport:
-            async with limit:
-                return await asyncio.to_thread(self.run, toolbox, task)
-
-        return list(await asyncio.gather(*(one(t) for t in toolboxes)))
+        loop = asyncio.get_running_loop()
+        workers = min(concurrency, max(len(toolboxes), 1))
+        with concurrent.futures.ThreadPoolExecutor(workers, "maia-vlm-episode") as pool:
+            return list(
+                await asyncio.gather(
+                    *(loop.run_in_executor(pool, self.run, toolbox, task) for toolbox in toolboxes)
+                )
+            )
 
     def run_many(
         self, toolboxes: Sequence[Toolbox], task: TaskSpec, concurrency: int = 4

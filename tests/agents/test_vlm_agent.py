@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,6 +238,50 @@ def test_many_units_with_a_concurrency_limit(server: ChatServer, model, dataset)
     assert [r.label for r in reports] == ["stars"] * 3
     with pytest.raises(ConfigurationError, match="`concurrency`"):
         agent_for(server).run_many(toolboxes, TaskSpec("describe_unit"), concurrency=0)
+
+
+class _HeldRequests:
+    """A handler that holds each request until ``hold`` requests are in flight at once (or
+    10 s pass), records the peak, then answers with the unit the request names; the first
+    units answer last, so that reports in input order are not an accident of timing."""
+
+    def __init__(self, hold: int, units: int) -> None:
+        self.hold, self.units = hold, units
+        self.active = self.peak = 0
+        self.lock = threading.Condition()
+
+    def __call__(self, request: dict) -> object:
+        text = request["messages"][1]["content"]
+        index = int(text.split("neurons:")[1].split(".")[0])
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.lock.notify_all()
+            self.lock.wait_for(lambda: self.peak >= self.hold, timeout=10.0)
+        time.sleep(0.05 * (self.units - index))
+        with self.lock:
+            self.active -= 1
+        return tool_call_reply("final_answer", {**FINAL, "label": f"unit {index}"})
+
+
+@pytest.mark.parametrize("concurrency", [3, 8])
+def test_run_many_holds_exactly_concurrency_requests_in_flight(
+    server: ChatServer, dataset, concurrency: int
+) -> None:
+    # Eight units: asyncio's default pool (cpu_count + 4 threads) would cap a 2-core machine at 6.
+    units = 8
+    neurons = [NeuronSpec("mono", (Concept("shape", "star"),), variant=i) for i in range(units)]
+    model = SyntheticNeuronModel(neurons, seed=0)
+    specs = [f"neurons:{i}" for i in range(units)]
+    subject = Subject(model, specs)
+    toolboxes = [Toolbox(subject, spec, exemplar_data=dataset, k=4) for spec in specs]
+    held = _HeldRequests(hold=concurrency, units=units)
+    server.set_script(held)
+    reports = agent_for(server).run_many(toolboxes, TaskSpec("describe_unit"), concurrency)
+    assert held.peak == concurrency
+    assert [r.unit for r in reports] == specs
+    assert [r.label for r in reports] == [f"unit {i}" for i in range(units)]
+    assert len(server.chat_requests) == units
 
 
 def test_spurious_check_requires_a_verdict(server: ChatServer, model, dataset) -> None:
