@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +18,36 @@ from lightning_maia.reporting.adapters import LoggerAdapter
 from lightning_maia.reporting.html_report import UnitSection, sections_from_toolbox, write_report
 
 
-def log_interpretation(
+@dataclass
+class WrittenRun:
+    """A run whose reports are on disk (:func:`write_interpretation`), not yet logged."""
+
+    result: Interpretation
+    sections: list[UnitSection]
+    #: ``<root>/epoch-NNN/report.html``.
+    epoch_report: Path
+    #: ``<root>/report.html``, a copy of the epoch's report.
+    latest: Path
+    #: The run's numbers for the trainer's loggers.
+    summary: dict[str, float]
+    #: The drift table as of this run (a later run may be written before this one is logged).
+    drift: pd.DataFrame
+
+
+def write_interpretation(
     result: Interpretation,
     root: Path,
     history: dict[str, list[dict[str, Any]]],
-    drift: pd.DataFrame,
-    adapters: Sequence[LoggerAdapter],
-    step: int,
     agent: str,
     task: str,
-) -> tuple[list[UnitSection], Path]:
-    """Write ``<root>/epoch-NNN/report.html`` and ``<root>/report.html`` (the latest run), and
-    log the report table, the drift table, exemplar panels and the report to ``adapters``.
-    Returns the report sections and the latest report's path."""
+    summary: dict[str, float],
+    drift: pd.DataFrame,
+) -> WrittenRun:
+    """Write ``<root>/epoch-NNN/report.html`` and ``<root>/report.html`` (the latest run).
+
+    Rendering encodes every image of every section, the costly part of recording a run, so
+    it is done once and the latest report is a copy (atomic, as both writes are). It touches
+    no logger, so background mode runs it on the worker thread, off the training path."""
     epoch = result.epoch
     sections = [
         sections_from_toolbox(run.report, run.toolbox, history=history.get(run.report.unit, []))
@@ -39,22 +59,25 @@ def log_interpretation(
         title=f"UnitInterpreter — epoch {epoch}",
         meta={"agent": agent, "task": task, "epoch": str(epoch)},
     )
-    latest = write_report(
-        root / "report.html",
-        sections,
-        title="UnitInterpreter — latest run",
-        meta={"agent": agent, "epoch": str(epoch)},
-    )
-    frame = result.to_dataframe()
+    latest = root / "report.html"
+    partial = latest.with_name(f".{latest.name}.partial")
+    shutil.copyfile(epoch_report, partial)
+    os.replace(partial, latest)
+    return WrittenRun(result, sections, epoch_report, latest, summary, drift)
+
+
+def log_to_adapters(written: WrittenRun, adapters: Sequence[LoggerAdapter], step: int) -> None:
+    """Log the report table, the drift table, exemplar panels and the epoch's report to
+    ``adapters`` (on the training thread: loggers are not promised to be thread-safe)."""
+    frame = written.result.to_dataframe()
     for adapter in adapters:
         adapter.log_table("maia/unit_reports", frame, step)
-        adapter.log_table("maia/drift", drift, step)
-        for run in result.runs:
+        adapter.log_table("maia/drift", written.drift, step)
+        for run in written.result.runs:
             images, captions = exemplar_panel(run)
             if images:
                 adapter.log_images(f"maia/exemplars/{run.unit.spec}", images, step, captions)
-        adapter.log_file(epoch_report, step)
-    return sections, latest
+        adapter.log_file(written.epoch_report, step)
 
 
 def exemplar_panel(run: UnitRun) -> tuple[list[Tensor], list[str]]:

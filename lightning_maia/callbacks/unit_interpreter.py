@@ -11,6 +11,7 @@ tables, images and an HTML report, and in background mode runs on a worker threa
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +47,11 @@ from lightning_maia.callbacks._background import (
     write_pending,
 )
 from lightning_maia.callbacks._experiment_setup import train_dataset_at_setup
-from lightning_maia.callbacks._interpreter_log import log_interpretation
+from lightning_maia.callbacks._interpreter_log import (
+    WrittenRun,
+    log_to_adapters,
+    write_interpretation,
+)
 from lightning_maia.callbacks._shared import (
     check_unit_indices,
     finished_epoch,
@@ -155,7 +160,9 @@ class UnitInterpreter(Callback):
         self._unchecked: list[UnitSelection] = []
         self._adapters: list[LoggerAdapter] | None = None
         self._warned_describer = False
-        self._worker: BackgroundWorker[Interpretation] | None = None
+        self._worker: BackgroundWorker[WrittenRun] | None = None
+        # The history is written by the background worker and read by checkpointing.
+        self._state_lock = threading.RLock()
         self._probed: set[str] | None = None
         self._root: Path | None = None
 
@@ -246,12 +253,25 @@ class UnitInterpreter(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "previous_exemplars": self._previous_exemplars}
+        with self._state_lock:  # a copy: the worker may record a run while it is saved
+            history = {unit: list(rows) for unit, rows in self.history.items()}
+            return {"history": history, "previous_exemplars": dict(self._previous_exemplars)}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = {unit: list(rows) for unit, rows in state_dict.get("history", {}).items()}
-        self._previous_exemplars = dict(state_dict.get("previous_exemplars", {}))
+        with self._state_lock:
+            history = state_dict.get("history", {})
+            self.history = {unit: list(rows) for unit, rows in history.items()}
+            self._previous_exemplars = dict(state_dict.get("previous_exemplars", {}))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_state_lock"]  # a lock does not pickle (spawned processes get their own)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._state_lock = threading.RLock()
 
     # -- one run ----------------------------------------------------------------------------
 
@@ -281,7 +301,7 @@ class UnitInterpreter(Callback):
         if self._worker is not None and trainer.world_size == 1:
             # One process: the exemplar pass moves into the worker too, off the training path.
             frozen = self._snapshot(pl_module, dataset)
-            self._worker.submit(epoch, self._study, frozen, dataset, epoch)
+            self._worker.submit(epoch, self._study, frozen, dataset, epoch, self._output(trainer))
             return None
         # Every rank reads its shard; the merged exemplars are the same on all ranks.
         exemplars = compute_exemplars(
@@ -294,28 +314,37 @@ class UnitInterpreter(Callback):
         if self._worker is not None:
             frozen = self._snapshot(pl_module, dataset)
             self._worker.submit(
-                epoch, self.interpreter().interpret, frozen, exemplars, units, epoch
+                epoch, self._interpret, frozen, exemplars, units, epoch, self._output(trainer)
             )
             return None
-        return self._record(
-            trainer, self.interpreter().interpret(pl_module, exemplars, units, epoch)
-        )
+        result = self.interpreter().interpret(pl_module, exemplars, units, epoch)
+        return self._log(trainer, self._write(result, self._output(trainer)))
 
     def _choose(self, exemplars: Any, epoch: int) -> list[Any]:
+        with self._state_lock:
+            previous = dict(self._previous_exemplars)
         return choose_units(
             exemplars, self.strategy, self.max_units, seed=self.seed, epoch=epoch,
-            previous=self._previous_exemplars,
+            previous=previous,
         )  # fmt: skip
 
-    def _study(self, module: nn.Module, dataset: Dataset[Any], epoch: int) -> Interpretation:
-        """Exemplars, unit choice and the agent, all on a snapshot (background mode)."""
+    def _study(
+        self, module: nn.Module, dataset: Dataset[Any], epoch: int, root: Path
+    ) -> WrittenRun:
+        """Exemplars, unit choice, the agent and the reports, all on a snapshot (background
+        mode, on the worker)."""
         exemplars = compute_exemplars(
             module, dataset, self._selections, k=self.exemplars.k, progress=False,
             preprocess=self.exemplars.preprocess,
         )  # fmt: skip
-        return self.interpreter().interpret(
-            module, exemplars, self._choose(exemplars, epoch), epoch
-        )
+        units = self._choose(exemplars, epoch)
+        return self._interpret(module, exemplars, units, epoch, root)
+
+    def _interpret(
+        self, module: nn.Module, exemplars: Any, units: list[Any], epoch: int, root: Path
+    ) -> WrittenRun:
+        """The agent on chosen units, then the reports (background mode, on the worker)."""
+        return self._write(self.interpreter().interpret(module, exemplars, units, epoch), root)
 
     def _snapshot(self, pl_module: pl.LightningModule, dataset: Dataset[Any]) -> nn.Module:
         """A copy of the weights the probed layers depend on (found once, on one item)."""
@@ -327,52 +356,64 @@ class UnitInterpreter(Callback):
 
     # -- results ----------------------------------------------------------------------------
 
-    def _record_jobs(self, trainer: pl.Trainer, jobs: list[Job[Interpretation]]) -> None:
+    def _record_jobs(self, trainer: pl.Trainer, jobs: list[Job[WrittenRun]]) -> None:
         for job in jobs:
-            summary = self._record(trainer, job.future.result())
+            summary = self._log(trainer, job.future.result())
             for logger in trainer.loggers:
                 logger.log_metrics(
                     {f"maia/{k}": v for k, v in summary.items()}, step=trainer.global_step
                 )
 
-    def _record(self, trainer: pl.Trainer, result: Interpretation) -> dict[str, float]:
-        """Update the drift history, log tables, images and the report; return the numbers."""
+    def _output(self, trainer: pl.Trainer) -> Path:
+        return (
+            self._root if self._root is not None else output_root(trainer, self.output.output_dir)
+        )
+
+    def _write(self, result: Interpretation, root: Path) -> WrittenRun:
+        """Update the drift history and write the reports: no logger is touched, so background
+        mode runs this on the worker, and training never waits for a report to render."""
         changes = 0
-        for report in result.reports:
-            past = self.history.setdefault(report.unit, [])
-            previous = next((row for row in reversed(past) if row["status"] == "ok"), None)
-            changed = bool(previous is not None and report.ok and previous["label"] != report.label)
-            changes += changed
-            past.append(
-                {
-                    "epoch": result.epoch,
-                    "label": report.label,
-                    "changed": changed,
-                    "status": report.status,
-                    "score": report.score,
-                }
-            )
-        self._previous_exemplars.update(result.exemplar_indices())
+        with self._state_lock:
+            for report in result.reports:
+                past = self.history.setdefault(report.unit, [])
+                previous = next((row for row in reversed(past) if row["status"] == "ok"), None)
+                changed = bool(
+                    previous is not None and report.ok and previous["label"] != report.label
+                )
+                changes += changed
+                past.append(
+                    {
+                        "epoch": result.epoch,
+                        "label": report.label,
+                        "changed": changed,
+                        "status": report.status,
+                        "score": report.score,
+                    }
+                )
+            self._previous_exemplars.update(result.exemplar_indices())
+            history = {unit: list(rows) for unit, rows in self.history.items()}
+            drift = self.drift_table()
         if not self._warned_describer and any(r.status == "undescribed" for r in result.reports):
             rank_zero_warn(DESCRIBE_HINT)
             self._warned_describer = True
-        self.reports = result.reports
+        summary = {**result.summary(), "label_changes": float(changes)}
+        return write_interpretation(
+            result, root, history, self.agent.name, self.task, summary, drift
+        )
+
+    def _log(self, trainer: pl.Trainer, written: WrittenRun) -> dict[str, float]:
+        """Log a written run to the trainer's loggers (on the training thread); return its
+        numbers."""
+        self.reports = written.result.reports
+        self.sections, self.report_path = written.sections, written.latest
         if self._adapters is None:
             self._adapters = adapters_for(trainer)
-        root = (
-            self._root if self._root is not None else output_root(trainer, self.output.output_dir)
-        )
-        self.sections, self.report_path = log_interpretation(
-            result, root, self.history, self.drift_table(), self._adapters, trainer.global_step,
-            self.agent.name, self.task,
-        )  # fmt: skip
-        return {**result.summary(), "label_changes": float(changes)}
+        log_to_adapters(written, self._adapters, trainer.global_step)
+        return written.summary
 
-    def _write_pending(self, trainer: pl.Trainer, jobs: list[Job[Interpretation]]) -> None:
+    def _write_pending(self, trainer: pl.Trainer, jobs: list[Job[WrittenRun]]) -> None:
         """List the background studies skipped at teardown in ``pending.json``."""
-        root = (
-            self._root if self._root is not None else output_root(trainer, self.output.output_dir)
-        )
+        root = self._output(trainer)
         self.pending = [
             {"epoch": job.epoch, "units": list(self.units), "status": "pending"} for job in jobs
         ]
@@ -385,7 +426,8 @@ class UnitInterpreter(Callback):
 
     def drift_table(self) -> pd.DataFrame:
         """Every unit's label per run, with the runs where it changed marked."""
-        rows = [{"unit": unit, **row} for unit, rows in self.history.items() for row in rows]
+        with self._state_lock:
+            rows = [{"unit": unit, **row} for unit, rows in self.history.items() for row in rows]
         return pd.DataFrame(rows, columns=["unit", "epoch", "label", "changed", "status", "score"])
 
 
