@@ -9,7 +9,10 @@ A background fit counts only when the stub answered: every fit's request count i
 and the ratio is None (with ``problem`` saying why) when a fit never reached the stub. The JSON
 says what the machine was doing (load averages before and after, cores, torch threads) and
 splits each background fit into training (to ``on_fit_end``) and the wait at teardown for the
-study still in flight.
+study still in flight, and times that last study (``background_last_study_s``: the last
+validation end where it is submitted, its first and last stub requests, its report on disk).
+``background_floor_ratio`` is the least ratio a fit that waits for that study could reach: the
+last validation end plus one stub round trip, over the plain fit.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -76,18 +81,25 @@ class ShapesCNN(pl.LightningModule):
 
 
 class _Clock(Callback):
-    """When ``on_fit_end`` ran: training is over, teardown (and its waits) still to come."""
+    """When the last validation ended (the last study is submitted right after) and when
+    ``on_fit_end`` ran: training is over, teardown (and its waits) still to come. Monotonic
+    seconds, the clock the stub VLM stamps its requests with."""
 
+    validation_end: float = float("nan")
     fit_end: float = float("nan")
 
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.validation_end = time.monotonic()
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.fit_end = time.perf_counter()
+        self.fit_end = time.monotonic()
 
 
 def _fit(
     callbacks: list[Callback], epochs: int, train: int, val: int, seed: int
 ) -> dict[str, float]:
-    """Seconds of one fit: ``total`` (``trainer.fit`` returned) and ``training`` (to fit end)."""
+    """Seconds of one fit: ``total`` (``trainer.fit`` returned), ``training`` (to fit end) and
+    ``last_validation`` (to the end of the last validation); monotonic ``clock`` marks."""
     pl.seed_everything(seed, verbose=False)
     clock = _Clock()
     trainer = pl.Trainer(
@@ -103,10 +115,35 @@ def _fit(
     )
     train_loader = DataLoader(ShapesWorld(size=train, seed=seed), batch_size=32, shuffle=True)
     val_loader = DataLoader(ShapesWorld(size=val, seed=seed + 1, split="val"), batch_size=64)
-    tic = time.perf_counter()
+    tic = time.monotonic()
     trainer.fit(ShapesCNN(), train_loader, val_loader)
-    done = time.perf_counter()
-    return {"total": done - tic, "training": clock.fit_end - tic}
+    done = time.monotonic()
+    return {
+        "total": done - tic,
+        "training": clock.fit_end - tic,
+        "last_validation": clock.validation_end - tic,
+        "started_clock": tic,
+        "wall_minus_clock": time.time() - time.monotonic(),
+    }
+
+
+def _last_study(
+    fit: dict[str, float], requests: list[float], report: Path, units: int
+) -> dict[str, float | None]:
+    """Where the last epoch's study spends its time, in seconds from the fit's start: the
+    last validation end (the study is submitted), its first and last requests to the stub
+    (``units`` of them, the last ones received), its report on disk, ``trainer.fit`` returned."""
+    last = sorted(requests)[-units:]
+    start = fit["started_clock"]
+    written = report.stat().st_mtime - fit["wall_minus_clock"] - start if report.exists() else None
+    return {
+        "last_validation_end_s": fit["last_validation"],
+        "fit_end_s": fit["training"],
+        "first_request_s": last[0] - start if last else None,
+        "last_request_s": last[-1] - start if last else None,
+        "last_report_written_s": written,
+        "fit_returned_s": fit["total"],
+    }
 
 
 def _snapshot_share() -> dict[str, int]:
@@ -120,6 +157,11 @@ def _snapshot_share() -> dict[str, int]:
         "snapshot_parameters": copied,
         "model_parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+def _median_of(rows: list[dict[str, float | None]], key: str) -> float | None:
+    values = [row[key] for row in rows if row[key] is not None]
+    return statistics.median(values) if values else None  # type: ignore[type-var]
 
 
 def _say(line: str) -> None:
@@ -148,12 +190,16 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
     requests: list[int] = []
     statuses: list[dict[str, int]] = []
     failures: list[str] = []
+    last_studies: list[dict[str, float | None]] = []
     # Interleaved repeats, so a slow spell on a shared machine hits both alike.
     for _ in range(repeats):
         baselines.append(_fit([], epochs, train, val, seed))
         # A stub per fit, alive as long as the fit may take (a loaded machine outlived the
         # default 120 s lifetime of one shared stub: every request was refused).
-        with ChatServer(lambda request: reply, max_lifetime_s=STUB_LIFETIME_S) as server:
+        with (
+            ChatServer(lambda request: reply, max_lifetime_s=STUB_LIFETIME_S) as server,
+            tempfile.TemporaryDirectory(prefix="maia-bench-overhead-") as reports,
+        ):
             client = VLMClient(
                 model="stub-vlm", base_url=server.base_url, timeout=30, max_retries=0
             )
@@ -163,12 +209,15 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
                 max_units=UNITS,
                 exemplars=Exemplars(k=10),
                 backends=Backends(agent=VLMAgent(client)),
-                output=Output(progress=False),
+                output=Output(progress=False, output_dir=reports),
                 background=True,
                 concurrency=UNITS,
             )
             backgrounds.append(_fit([background], epochs, train, val, seed))
             requests.append(len(server.chat_requests))
+            received = [r.received_at for r in server.chat_requests]
+            report = Path(reports) / f"epoch-{epochs - 1:03d}" / "report.html"
+            last_studies.append(_last_study(backgrounds[-1], received, report, UNITS))
         rows = [row for rows in background.history.values() for row in rows]
         statuses.append({s: sum(r["status"] == s for r in rows) for s in ("ok", "failed")})
         failures += [r.failure_reason or "" for r in background.reports if r.failed_run][:1]
@@ -208,6 +257,14 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "background_teardown_wait_s": statistics.median(
             f["total"] - f["training"] for f in backgrounds
         ),
+        # The last epoch's study starts at the last validation end and needs at least one stub
+        # round trip, so a fit that joins it cannot end before last validation + STUB_DELAY_S.
+        "background_last_report_s": _median_of(last_studies, "last_report_written_s"),
+        "background_floor_ratio": (
+            statistics.median(f["last_validation"] for f in backgrounds) + STUB_DELAY_S
+        )
+        / baseline,
+        "background_last_study_s": last_studies,
         "problem": problem,
         "fit_seconds": {
             "baseline": [f["total"] for f in baselines],

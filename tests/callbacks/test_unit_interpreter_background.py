@@ -202,3 +202,38 @@ def test_teardown_finishes_the_unstarted_studies_by_default(tmp_path: Path) -> N
     }
     assert interpreter.pending == []
     assert not (tmp_path / "maia" / "pending.json").exists()
+
+
+@pytest.mark.slow
+def test_reports_render_once_per_run_on_the_worker_never_on_the_training_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_maia.callbacks._interpreter_log as interpreter_log
+
+    rendered: list[tuple[str, str]] = []
+    real_write_report = interpreter_log.write_report
+
+    def recording_write_report(path: Any, *args: Any, **kwargs: Any) -> Path:
+        rendered.append((threading.current_thread().name, Path(path).parent.name))
+        return real_write_report(path, *args, **kwargs)
+
+    monkeypatch.setattr(interpreter_log, "write_report", recording_write_report)
+    interpreter, _, requests = _fit_with_a_held_stub(tmp_path, "finish")
+    assert requests == 6
+    assert [folder for _, folder in rendered] == ["epoch-000", "epoch-001", "epoch-002"]
+    assert all(name.startswith("maia-unit-interpreter") for name, _ in rendered), rendered
+    latest = (tmp_path / "maia" / "report.html").read_text()
+    assert latest == (tmp_path / "maia" / "epoch-002" / "report.html").read_text()
+    assert interpreter.report_path == tmp_path / "maia" / "report.html"
+
+
+def test_the_saved_state_is_a_copy_the_worker_cannot_change_while_it_is_written() -> None:
+    interpreter = UnitInterpreter(units=["features.2:0-1"], background=True)
+    interpreter.history = {"features.2:0": [{"epoch": 0, "label": "edges"}]}
+    saved = interpreter.state_dict()
+    interpreter.history["features.2:0"].append({"epoch": 1, "label": "stripes"})
+    interpreter.history["features.2:1"] = []
+    assert saved["history"] == {"features.2:0": [{"epoch": 0, "label": "edges"}]}
+    restored = UnitInterpreter(units=["features.2:0-1"], background=True)
+    restored.load_state_dict(saved)
+    assert restored.history == saved["history"]
