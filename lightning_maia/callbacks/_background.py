@@ -1,14 +1,22 @@
 """UnitInterpreter's background mode: a worker below training, on a copy of the probed layers.
 
-Three things keep training from feeling the worker:
+Four things keep training from feeling the worker:
 
 - :func:`probed_snapshot` copies only the sub-network the probed layers depend on (the modules a
   forward runs before the last probed layer has fired); the rest of the model, its gradients
   and the optimizer state are not copied, and a forward on the copy stops there.
 - :func:`lower_worker_priority` runs the worker on one intra-op thread at a higher nice value.
+- A study ends with its reports written, on the worker (rendering encodes every exemplar
+  image); the training thread only hands the written run to the trainer's loggers, which are
+  not promised to be thread-safe.
 - :class:`BackgroundWorker` runs one study at a time; fit end waits for none of them, and
   teardown waits for the one in flight, then finishes the ones not started or cancels them
   (the callback lists those as pending).
+
+The last study starts when the last validation ends and teardown waits for it, so a fit with
+background studies ends no sooner than that plus one round trip to the VLM; within a study the
+units' episodes run ``concurrency`` at a time, so that round trip is paid about once, not once
+per unit.
 """
 
 from __future__ import annotations
