@@ -118,6 +118,10 @@ def test_metrics_are_nan_without_errors() -> None:
     assert math.isnan(metrics["auroc"]["msp"]) and math.isnan(metrics["aupr_error"]["msp"])
 
 
+#: The three features these combination tests draw (the counterfactual risk is tested apart).
+THREE = ("msp", "reliance", "subgroup")
+
+
 def _labelled(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Errors driven by reliance (column 1); msp risk is noise."""
     generator = torch.Generator().manual_seed(seed)
@@ -129,7 +133,9 @@ def _labelled(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_the_combination_learns_which_feature_predicts_errors() -> None:
     features, errors = _labelled(400, seed=0)
-    combiner = fit_risk_combiner(features, errors, [f"fit[{i}]" for i in range(400)])
+    combiner = fit_risk_combiner(
+        features, errors, [f"fit[{i}]" for i in range(400)], feature_names=THREE
+    )
     assert combiner.coefficients()["reliance"] > 2.0 > abs(combiner.coefficients()["msp"])
     test_features, test_errors = _labelled(400, seed=1)
     scores = combiner.score(test_features, [f"test[{i}]" for i in range(400)])
@@ -139,7 +145,7 @@ def test_the_combination_learns_which_feature_predicts_errors() -> None:
 def test_the_combination_refuses_items_it_was_fitted_on() -> None:
     features, errors = _labelled(50, seed=0)
     ids = [f"holdout[{i}]" for i in range(50)]
-    combiner = fit_risk_combiner(features, errors, ids)
+    combiner = fit_risk_combiner(features, errors, ids, feature_names=THREE)
     with pytest.raises(ConfigurationError, match=r"fitted on 1 of the items .*holdout\[7\]"):
         combiner.score(features[:3], ["test[0]", "holdout[7]", "test[2]"])
 
@@ -147,7 +153,7 @@ def test_the_combination_refuses_items_it_was_fitted_on() -> None:
 def test_cross_fitting_scores_each_item_with_a_combiner_that_never_saw_it() -> None:
     features, errors = _labelled(60, seed=2)
     ids = [f"val[{i}]" for i in range(60)]
-    risk, combiners = cross_fitted_risk(features, errors, ids, folds=3, seed=0)
+    risk, combiners = cross_fitted_risk(features, errors, ids, folds=3, seed=0, feature_names=THREE)
     assert len(combiners) == 3
     for i, item in enumerate(ids):
         blind = [c for c in combiners if item not in c.fitted_on]
@@ -159,7 +165,7 @@ def test_cross_fitting_scores_each_item_with_a_combiner_that_never_saw_it() -> N
 
 def test_without_errors_the_combination_sums_the_standardised_features() -> None:
     features = torch.tensor([[0.1, 0.0, 0.0], [0.5, 0.5, 0.0], [0.9, 1.0, 0.0]])
-    combiner = fit_risk_combiner(features, torch.zeros(3), ["a", "b", "c"])
+    combiner = fit_risk_combiner(features, torch.zeros(3), ["a", "b", "c"], feature_names=THREE)
     assert combiner.weight.tolist() == [1.0, 1.0, 1.0]
     scores = combiner.score(features, ["x", "y", "z"]).tolist()
     assert scores[0] < scores[1] < scores[2]
