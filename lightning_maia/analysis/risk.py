@@ -573,11 +573,6 @@ def flag_reason(
     low confidence (0.40)
     """
     parts = []
-    if ablated_prediction is not None:
-        name, probability = ablated_prediction
-        parts.append(
-            f"without the units judged spurious the head predicts {name} ({probability:.0%})"
-        )
     what = unit_description or "a unit judged spurious"
     if spurious_unit is not None and reliance >= reliance_threshold:
         parts.append(
@@ -589,6 +584,11 @@ def flag_reason(
             f"{reliance:.0%} of its evidence)"
         )
 
+    if ablated_prediction is not None:
+        name, probability = ablated_prediction
+        parts.append(
+            f"without the units judged spurious the head predicts {name} ({probability:.0%})"
+        )
     if subgroup is not None:
         parts.append(
             f"{subgroup.description} are a subgroup the model scores low "
