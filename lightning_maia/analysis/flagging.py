@@ -182,23 +182,35 @@ def flag(
 ) -> FlaggingResult:
     """Score every input of ``data`` (``(image, label)`` items) and flag the risky ones.
 
+    The reference for these arguments: the
+    :class:`~lightning_maia.callbacks.misclassification_flagger.MisclassificationFlagger`
+    callback takes the same ones and passes them on.
+
     Args:
         model: maps (preprocessed) images to class logits through a linear head.
         data: the inputs to score; their labels give the metrics, never the scores.
-        calibration_data: labelled held-out data the combination is fitted on; without it
-            ``data`` is cross-fitted in ``folds`` folds.
-        head: module path of the linear head (default: the model's last ``nn.Linear``).
+        calibration_data: labelled held-out data the combination is fitted on (and whose
+            inputs' mean is what an ablated unit is set to); without it ``data`` is
+            cross-fitted in ``folds`` folds.
+        head: module path of the linear head (default: the model's last ``nn.Linear``); its
+            input units are the penultimate units whose reliance is measured.
         class_names: names of the classes in logit order (default: ``data.class_names``).
-        spurious, subgroups, thresholds: the option groups (see
-            :mod:`~lightning_maia.analysis.flagging_options`).
+        spurious: which units count as spurious (:class:`SpuriousEvidence`: ``spurious_units``,
+            ``spurious_check``, ``feature_layer``, ``max_checked_units``).
+        subgroups: the class-bias audit and how inputs are matched to its subgroups
+            (:class:`SubgroupAudit`: ``class_bias``, ``audit_classes``, ``images_per_value``,
+            ``concepts``).
+        thresholds: what is flagged and shown, and the CI gate (:class:`Thresholds`:
+            ``flag_threshold``, ``top_n``, ``max_flagged_rate``, ``max_subgroups``).
         candidate_attributes: attributes the agent varies in both audits (default: all).
-        backends: the agent and image backends (offline defaults; its ``designer`` resolved
-            on ``data``), or what they already resolved to.
+        backends: the agent, its designer and the image backends (:class:`Backends`; offline
+            defaults, the designer resolved on ``data``, a clear error for data the agent
+            cannot design on), or what they already resolved to.
         preprocess: maps display images in [0, 1] to model inputs.
         batch_size: batch size of the scoring passes.
         folds: cross-fitting folds when there is no ``calibration_data``.
         on_error: ``warn`` (a failed agent run or backend leaves its evidence out) or ``raise``.
-        seed: seeds the agent and the folds.
+        seed: seeds the agent, the folds and the choice of the combination's L2 strength.
         remover_units: unit index -> description of the units a remover judged spurious, used
             when ``spurious.spurious_units`` is not given (an empty mapping: none judged).
         exemplars: exemplars of the ``feature_layer`` units for the own check (computed when
