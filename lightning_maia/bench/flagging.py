@@ -9,10 +9,12 @@ Two parts, one command:
    split. The agent's ``spurious_check`` (the remover's judge, exemplars from the training
    data) judges the head's most influential units (all 128 in full mode, 48 with
    ``--quick``). Every test input gets the baseline risks (MSP, margin, energy, entropy) and
-   the MAIA-informed risk of :class:`MisclassificationFlagger`: reliance on the units judged
-   spurious and membership in the subgroups the class-bias audit of the four class logits
-   found, combined by a logistic regression fitted on the separate, independent ``holdout``
-   split (the test split is only scored; every constant is the holdout fit's). Subgroup
+   the MAIA-informed risk of :class:`MisclassificationFlagger`: the counterfactual risk (the
+   predicted class's probability lost when the units judged spurious are mean-ablated to their
+   ``holdout`` means), reliance on those units and membership in the subgroups the class-bias
+   audit of the four class logits found, combined by a logistic regression fitted on the
+   separate, independent ``holdout`` split, its L2 strength chosen by cross-validated AUROC
+   on that split (the test split is only scored; every constant is the holdout's). Subgroup
    membership uses only what the audit observes at test time: the class the model *predicts*
    and the input's other attributes (the background, ...) as a describer reads them; never the
    true class or shape. Figures: ``auroc`` and ``aupr_error`` (errors as positives), each a
