@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lightning_maia import cli
+from lightning_maia.analysis.risk import L2_CANDIDATES, MAIA_FEATURES
 from lightning_maia.bench import BENCHMARKS, flagging
 from lightning_maia.bench.spurious import Settings as SpuriousSettings
 from lightning_maia.recipes.shapes_backbone import CACHE_ENV, BackboneConfig
@@ -80,6 +81,14 @@ def test_quick_writes_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                 floor = -1.0 if name == "maia_minus_msp" else 0.0
                 assert math.isnan(low) or floor <= low <= high <= 1.0, (kind, name)
     assert figures["quick"] is True and figures["sizes"]["biased_test"] == 60
+    for run in runs:
+        # The counterfactual feature is reported alone and in the ablations; the combination's
+        # L2 strength was chosen on the holdout split among the candidates.
+        assert 0.0 <= run["counterfactual_auroc"] <= 1.0 or math.isnan(run["counterfactual_auroc"])
+        assert {"msp+counterfactual", "msp+reliance+subgroup"} <= set(run["ablations"])
+        assert len(run["l2_chosen_on_holdout"]) == 1
+        assert run["l2_chosen_on_holdout"][0] in L2_CANDIDATES
+        assert set(run["coefficients"]) == {*MAIA_FEATURES, "intercept"}
 
 
 def test_bootstrap_intervals_of_a_perfect_and_a_reversed_score() -> None:

@@ -1,14 +1,22 @@
 """Flag inputs likely to be misclassified, say why, and gate CI on it: :func:`flag`.
 
-:func:`flag` scores every input of ``data`` with MSP, margin, energy and entropy, and with the
-MAIA-informed score: a logistic regression on ``[msp, spurious reliance, subgroup membership]``
-fitted on held-out labelled data (``calibration_data``, or cross-fitting over ``data`` itself),
-never on the inputs it scores. Spurious units come from ``spurious.spurious_units``, from
-``remover_units`` (a remover's verdicts), or from the own ``spurious_check`` of the head's most
-influential units; subgroups from the class-bias audit of the class logits (see
-:mod:`~lightning_maia.analysis.flagging_evidence`). No Trainer is needed: the
+This module is the reference for what the flagger computes; the
 :class:`~lightning_maia.callbacks.misclassification_flagger.MisclassificationFlagger` callback,
-``lightning-maia audit`` and ``lightning-maia bench flagging`` all call it.
+``lightning-maia audit`` and ``lightning-maia bench flagging`` all call :func:`flag`, and the
+callback's arguments of the same name mean what :func:`flag`'s do. No Trainer is needed.
+
+:func:`flag` scores every input of ``data`` with MSP, margin, energy and entropy, and with the
+MAIA-informed score: a logistic regression on :data:`~lightning_maia.analysis.risk.MAIA_FEATURES`
+``[msp, spurious reliance, subgroup membership, counterfactual risk]`` fitted on held-out
+labelled data (``calibration_data``, or cross-fitting over ``data`` itself), never on the
+inputs it scores; its L2 strength is chosen by cross-validated AUROC on that held-out data.
+The counterfactual risk is 1 - the probability the head keeps for its predicted class once
+the units judged spurious are mean-ablated (set to their mean on the fitting data's inputs):
+a prediction the shortcut carries loses its class. Spurious units come from
+``spurious.spurious_units``, from ``remover_units`` (a remover's verdicts), or from the own
+``spurious_check`` of the head's most influential units; subgroups from the class-bias audit of
+the class logits (see :mod:`~lightning_maia.analysis.flagging_evidence`). Neither the true
+class nor a group label of a scored input enters any score.
 
 >>> import torch
 >>> from torch import nn
@@ -33,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import torch
 from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -48,6 +57,7 @@ from lightning_maia.analysis.flagging_evidence import (
     WARN,
     Experiments,
     ModelOutputs,
+    ablation_reference,
     audited_subgroups,
     checked_spurious_units,
     collect_outputs,
@@ -63,12 +73,12 @@ from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import ExemplarResult
 from lightning_maia.options import Backends
 
-#: The columns of :attr:`FlaggingResult.table`, in order.
 #: Who names itself in configuration errors.
 OWNER = "MisclassificationFlagger"
+#: The columns of :attr:`FlaggingResult.table`, in order.
 TABLE_COLUMNS = (
-    "index", "label", "prediction", "correct", *risk.BASELINES, "reliance", "subgroup", "maia",
-    "flagged", "reason",
+    "index", "label", "prediction", "correct", *risk.BASELINES, "reliance", "subgroup",
+    "counterfactual", "maia", "flagged", "reason",
 )  # fmt: skip
 
 
@@ -102,9 +112,11 @@ class FlaggingResult:
     coefficients: dict[str, float]
     flagged_rate: float
     subgroup_count: int
-    #: The features (``msp`` risk, ``reliance``, ``subgroup``) and errors of the calibration
-    #: data the combination was fitted on (None when it was cross-fitted).
+    #: The features (:data:`~lightning_maia.analysis.risk.MAIA_FEATURES`) and errors of the
+    #: calibration data the combination was fitted on (None when it was cross-fitted).
     calibration: pd.DataFrame | None = None
+    #: The L2 strength each combiner chose by cross-validated AUROC on its fitting data.
+    l2: list[float] = field(default_factory=list)
     #: The report sections of the agent's runs (the HTML report shows them).
     sections: list[Any] = field(default_factory=list, repr=False)
 
@@ -170,23 +182,35 @@ def flag(
 ) -> FlaggingResult:
     """Score every input of ``data`` (``(image, label)`` items) and flag the risky ones.
 
+    The reference for these arguments: the
+    :class:`~lightning_maia.callbacks.misclassification_flagger.MisclassificationFlagger`
+    callback takes the same ones and passes them on.
+
     Args:
         model: maps (preprocessed) images to class logits through a linear head.
         data: the inputs to score; their labels give the metrics, never the scores.
-        calibration_data: labelled held-out data the combination is fitted on; without it
-            ``data`` is cross-fitted in ``folds`` folds.
-        head: module path of the linear head (default: the model's last ``nn.Linear``).
+        calibration_data: labelled held-out data the combination is fitted on (and whose
+            inputs' mean is what an ablated unit is set to); without it ``data`` is
+            cross-fitted in ``folds`` folds.
+        head: module path of the linear head (default: the model's last ``nn.Linear``); its
+            input units are the penultimate units whose reliance is measured.
         class_names: names of the classes in logit order (default: ``data.class_names``).
-        spurious, subgroups, thresholds: the option groups (see
-            :mod:`~lightning_maia.analysis.flagging_options`).
+        spurious: which units count as spurious (:class:`SpuriousEvidence`: ``spurious_units``,
+            ``spurious_check``, ``feature_layer``, ``max_checked_units``).
+        subgroups: the class-bias audit and how inputs are matched to its subgroups
+            (:class:`SubgroupAudit`: ``class_bias``, ``audit_classes``, ``images_per_value``,
+            ``concepts``).
+        thresholds: what is flagged and shown, and the CI gate (:class:`Thresholds`:
+            ``flag_threshold``, ``top_n``, ``max_flagged_rate``, ``max_subgroups``).
         candidate_attributes: attributes the agent varies in both audits (default: all).
-        backends: the agent and image backends (offline defaults; its ``designer`` resolved
-            on ``data``), or what they already resolved to.
+        backends: the agent, its designer and the image backends (:class:`Backends`; offline
+            defaults, the designer resolved on ``data``, a clear error for data the agent
+            cannot design on), or what they already resolved to.
         preprocess: maps display images in [0, 1] to model inputs.
         batch_size: batch size of the scoring passes.
         folds: cross-fitting folds when there is no ``calibration_data``.
         on_error: ``warn`` (a failed agent run or backend leaves its evidence out) or ``raise``.
-        seed: seeds the agent and the folds.
+        seed: seeds the agent, the folds and the choice of the combination's L2 strength.
         remover_units: unit index -> description of the units a remover judged spurious, used
             when ``spurious.spurious_units`` is not given (an empty mapping: none judged).
         exemplars: exemplars of the ``feature_layer`` units for the own check (computed when
@@ -239,7 +263,7 @@ def flag(
     findings = audited_subgroups(model, names, subgroups, experiments)
 
     def features_of(
-        held: Dataset[Any], outputs: ModelOutputs
+        held: Dataset[Any], outputs: ModelOutputs, reference: Tensor
     ) -> tuple[Tensor, list[Any], list[Any]]:
         count = len(outputs.labels)
         concepts = (
@@ -247,20 +271,31 @@ def flag(
             if findings
             else [frozenset()] * count
         )
-        return risk_features(outputs, weight, units, findings, concepts, names)
+        return risk_features(outputs, weight, units, findings, concepts, names, reference)
 
-    features, matched, top_units = features_of(data, evaluated)
+    held_out = (
+        collect_outputs(model, linear, calibration_data, batch_size, preprocess)
+        if calibration_data is not None
+        else None
+    )
+    # Ablated units take their mean on the data the combination is fitted on (no labels).
+    reference = ablation_reference(held_out if held_out is not None else evaluated)
+    features, matched, top_units = features_of(data, evaluated, reference)
     leading_units = (
         risk.unit_contributions(evaluated.features, weight, evaluated.predictions)
         .argmax(dim=1)
         .tolist()
     )
+    ablated = risk.counterfactual_logits(
+        evaluated.logits, evaluated.features, weight, list(units), reference
+    ).softmax(dim=1)
     ids = item_ids(data)
     fitted: pd.DataFrame | None = None
-    if calibration_data is not None:
-        held_out = collect_outputs(model, linear, calibration_data, batch_size, preprocess)
-        fitting = features_of(calibration_data, held_out)[0]
-        combiner = risk.fit_risk_combiner(fitting, held_out.errors, item_ids(calibration_data))
+    if calibration_data is not None and held_out is not None:
+        fitting = features_of(calibration_data, held_out, reference)[0]
+        combiner = risk.fit_risk_combiner(
+            fitting, held_out.errors, item_ids(calibration_data), seed=seed
+        )
         maia, combiners = combiner.score(features, ids), [combiner]
         fitted = _feature_frame(fitting, held_out.errors)
     else:
@@ -278,6 +313,7 @@ def flag(
             unit_description=units.get(top_units[i], "") if top_units[i] is not None else "",
             leading=top_units[i] == leading_units[i],
             subgroup=matched[i],
+            ablated_prediction=_ablated_prediction(ablated[i], evaluated.predictions[i], names),
         )
         for i in range(len(maia))
     ]
@@ -290,6 +326,7 @@ def flag(
             **{name: scores[name].tolist() for name in risk.BASELINES},
             "reliance": features[:, 1].tolist(),
             "subgroup": features[:, 2].tolist(),
+            "counterfactual": features[:, 3].tolist(),
             "maia": maia.tolist(),
             "flagged": flagged.tolist(),
             "reason": reasons,
@@ -305,8 +342,20 @@ def flag(
         flagged_rate=float(flagged.float().mean()) if len(maia) else 0.0,
         subgroup_count=len(dict.fromkeys(f.group or f.description for f in findings)),
         calibration=fitted,
+        l2=[c.l2 for c in combiners],
         sections=experiments.sections,
     )
+
+
+def _ablated_prediction(
+    probabilities: Tensor, predicted: Tensor, names: Sequence[str]
+) -> tuple[str, float] | None:
+    """The class the head picks with the spurious units ablated, and its probability, where it
+    is not the prediction (None where the prediction stands)."""
+    top = int(probabilities.argmax())
+    if top == int(predicted):
+        return None
+    return named(torch.tensor([top]), names)[0], float(probabilities[top])
 
 
 def _feature_frame(features: Tensor, errors: Tensor) -> pd.DataFrame:

@@ -293,15 +293,34 @@ def risk_features(
     findings: Sequence[SubgroupFinding],
     concepts: Sequence[frozenset[str]],
     names: Sequence[str],
+    reference: Tensor | None = None,
 ) -> tuple[Tensor, list[SubgroupFinding | None], list[int | None]]:
-    """(N, 3) ``[msp risk, reliance, subgroup]``, the matched subgroups and the top units."""
+    """(N, 4) ``[msp risk, reliance, subgroup, counterfactual risk]`` (:data:`risk.MAIA_FEATURES`),
+    the matched subgroups and the top units.
+
+    The counterfactual risk mean-ablates the spurious units to ``reference`` (their mean on
+    unlabelled reference data, see :func:`ablation_reference`; None: to zero).
+    """
     predictions = outputs.predictions
     reliance = risk.spurious_reliance(outputs.features, weight, list(units), predictions)
     observed = observed_concepts(findings, named(predictions, names), concepts)
     subgroup, matched = risk.subgroup_membership(findings, observed)
     msp = risk.baseline_risks(outputs.logits)["msp"]
+    counterfactual = risk.counterfactual_risk(
+        outputs.logits, outputs.features, weight, list(units), reference
+    )
     top = risk.top_spurious_unit(outputs.features, weight, list(units), predictions)
-    return torch.stack([msp, reliance, subgroup], dim=1), matched, top
+    return torch.stack([msp, reliance, subgroup, counterfactual], dim=1), matched, top
+
+
+def ablation_reference(outputs: ModelOutputs) -> Tensor:
+    """(D,) what an ablated unit is set to: its mean over ``outputs`` (no labels read).
+
+    Mean ablation, not zero: on the shapes benchmark's validation (holdout) split the
+    counterfactual risk separates errors with AUROC 0.98 (seed 0) and 0.98 (seed 1) when the
+    spurious units are set to their mean, 0.90 and 0.96 when they are set to zero.
+    """
+    return outputs.features.mean(dim=0)
 
 
 def named(indices: Tensor, names: Sequence[str]) -> list[str]:
@@ -312,6 +331,7 @@ def named(indices: Tensor, names: Sequence[str]) -> list[str]:
 __all__ = [
     "Experiments",
     "ModelOutputs",
+    "ablation_reference",
     "audited_subgroups",
     "checked_spurious_units",
     "collect_outputs",

@@ -7,8 +7,13 @@ Every score here is oriented so that **higher means riskier** (more likely an er
 - ``energy``: the free energy ``-logsumexp(logits)`` (Liu et al.): low for confident inputs;
 - ``entropy``: the entropy of the softmax distribution, in nats.
 
-MAIA adds two pieces of evidence from its audits:
+MAIA adds three pieces of evidence from its audits:
 
+- **counterfactual risk** (:func:`counterfactual_risk`): 1 - the probability the head gives the
+  predicted class once the units judged spurious are mean-ablated (each set to its mean on
+  unlabelled reference data, :func:`counterfactual_logits`). A prediction that the shortcut
+  carries loses its class when the shortcut's evidence is taken away; one the core units carry
+  keeps it. This is the strongest of the three where the model takes a shortcut;
 - **spurious reliance** (:func:`spurious_reliance`): for a linear head ``logits = W f + b``, the
   share of the predicted class's positive evidence ``max(W[c, j] * f[j], 0)`` that comes from
   units ``j`` judged spurious (the bias is not evidence of any unit);
@@ -16,9 +21,11 @@ MAIA adds two pieces of evidence from its audits:
   class-bias audit measured the lowest-scoring subgroup the input belongs to.
 
 :class:`RiskCombiner` fits a logistic regression of the actual errors on ``[msp, reliance,
-subgroup]`` on held-out labelled data and remembers which items it saw: scoring any of them
-raises, so the combination is never evaluated on its own fitting data. :func:`cross_fitted_risk`
-gives every item of one labelled set a combined score from a combiner fitted on the other folds.
+subgroup, counterfactual]`` on held-out labelled data (its L2 strength chosen among
+:data:`L2_CANDIDATES` by cross-validated AUROC on that same held-out data) and remembers which
+items it saw: scoring any of them raises, so the combination is never evaluated on its own
+fitting data. :func:`cross_fitted_risk` gives every item of one labelled set a combined score
+from a combiner fitted on the other folds.
 :func:`error_detection_metrics` gives the AUROC and AUPR of each score for the actual errors
 (torchmetrics, through :mod:`lightning_maia.metrics`), and :func:`flag_reason` says in words
 why an input was flagged.
@@ -31,6 +38,7 @@ why an input was flagged.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +55,12 @@ BASELINES: tuple[str, ...] = ("msp", "margin", "energy", "entropy")
 #: Every score the flagger reports: the baselines and the MAIA-informed combination.
 SCORES: tuple[str, ...] = (*BASELINES, "maia")
 #: The features the MAIA-informed combination is fitted on.
-MAIA_FEATURES: tuple[str, ...] = ("msp", "reliance", "subgroup")
+MAIA_FEATURES: tuple[str, ...] = ("msp", "reliance", "subgroup", "counterfactual")
+#: The L2 strengths (of ``mean log loss + l2 * |w|^2``) the combination chooses among by
+#: cross-validated AUROC on its fitting data; weakest first, so a tie keeps the weaker penalty.
+L2_CANDIDATES: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: Folds of that cross-validation (fewer when the fitting data hold fewer errors).
+L2_FOLDS = 5
 
 
 # -- baselines ------------------------------------------------------------------------------
@@ -120,14 +133,18 @@ def unit_contributions(features: Tensor, head_weight: Tensor, classes: Tensor) -
         head_weight: (C, D) the weight of the linear head.
         classes: (N,) the class whose logit is explained, usually the prediction.
     """
+    _check_features(features, head_weight)
+    weight = head_weight.detach().float().to(features.device)
+    return features.detach().float() * weight[classes.long()]
+
+
+def _check_features(features: Tensor, head_weight: Tensor) -> None:
     if features.ndim != 2 or head_weight.ndim != 2 or features.shape[1] != head_weight.shape[1]:
         raise bad_option(
             "features",
             f"(N, {head_weight.shape[-1]}) to match the head's weight {tuple(head_weight.shape)}",
             tuple(features.shape),
         )
-    weight = head_weight.detach().float().to(features.device)
-    return features.detach().float() * weight[classes.long()]
 
 
 def spurious_reliance(
@@ -151,6 +168,71 @@ def spurious_reliance(
     units = _unit_indices(spurious_units, contributions.shape[1])
     spurious = contributions[:, units].sum(dim=1) if units else torch.zeros_like(total)
     return torch.where(total > 0, spurious / total.clamp(min=1e-12), torch.zeros_like(total))
+
+
+def counterfactual_logits(
+    logits: Tensor,
+    features: Tensor,
+    head_weight: Tensor,
+    spurious_units: Sequence[int],
+    reference: Tensor | None = None,
+) -> Tensor:
+    """(N, C) the logits of a linear head with every spurious unit ablated to its reference.
+
+    ``logits - (f[:, S] - reference[S]) @ W[:, S].T``: unit ``j`` in ``S`` gives the evidence
+    it gives an average input (mean ablation, ``reference`` the units' mean on unlabelled
+    reference data) instead of this input's; ``reference=None`` ablates to zero. Exact for a
+    linear head ``logits = W f + b``; the other units and the bias are untouched.
+
+    >>> weight = torch.eye(2)  # class 1 rests on unit 1 alone
+    >>> features = torch.tensor([[0.5, 2.0], [0.0, 2.0]])
+    >>> counterfactual_logits(features @ weight.T, features, weight, [1]).tolist()
+    [[0.5, 0.0], [0.0, 0.0]]
+    """
+    _check_features(features, head_weight)
+    counterfactual = _check_logits(logits).clone()
+    if counterfactual.shape != (features.shape[0], head_weight.shape[0]):
+        raise bad_option(
+            "logits",
+            f"(N, C) = {(features.shape[0], head_weight.shape[0])} for these features and head",
+            tuple(counterfactual.shape),
+        )
+    units = _unit_indices(spurious_units, head_weight.shape[1])
+    if not units:
+        return counterfactual
+    values = features.detach().float()[:, units]
+    if reference is not None:
+        if reference.shape != (head_weight.shape[1],):
+            raise bad_option(
+                "reference", f"one value per unit ({head_weight.shape[1]},)", tuple(reference.shape)
+            )
+        values = values - reference.detach().float().to(values.device)[units]
+    weight = head_weight.detach().float().to(values.device)[:, units]
+    return counterfactual - values @ weight.T
+
+
+def counterfactual_risk(
+    logits: Tensor,
+    features: Tensor,
+    head_weight: Tensor,
+    spurious_units: Sequence[int],
+    reference: Tensor | None = None,
+) -> Tensor:
+    """(N,) 1 - the probability the head gives its *predicted* class once the spurious units are
+    ablated (:func:`counterfactual_logits`): high where the prediction rests on the shortcut.
+
+    Equals the ``msp`` risk where no unit is spurious.
+
+    >>> weight = torch.eye(2)
+    >>> features = torch.tensor([[0.3, 2.0], [2.0, 0.0]])
+    >>> risk = counterfactual_risk(features @ weight.T, features, weight, [1])
+    >>> [round(v, 4) for v in risk.tolist()]  # 1 - sigmoid(-0.3): class 1 lost; class 0 kept
+    [0.5744, 0.1192]
+    """
+    predicted = _check_logits(logits).argmax(dim=1)
+    ablated = counterfactual_logits(logits, features, head_weight, spurious_units, reference)
+    kept = ablated.softmax(dim=1).gather(1, predicted[:, None].to(ablated.device))[:, 0]
+    return 1.0 - kept
 
 
 def top_spurious_unit(
@@ -230,6 +312,10 @@ class RiskCombiner:
     #: How many errors and items the fitting data held.
     n_errors: int = 0
     n_items: int = 0
+    #: The L2 strength it was fitted with, and each candidate's cross-validated AUROC on the
+    #: fitting data (empty when one strength was given or too few errors to cross-validate).
+    l2: float = 0.0
+    l2_auroc: dict[float, float] = field(default_factory=dict)
 
     def score(self, features: Tensor, item_ids: Sequence[str]) -> Tensor:
         """(N,) the modelled probability that each item is misclassified.
@@ -262,17 +348,22 @@ def fit_risk_combiner(
     item_ids: Sequence[str],
     *,
     feature_names: Sequence[str] = MAIA_FEATURES,
-    l2: float = 1e-2,
+    l2: float | Sequence[float] = L2_CANDIDATES,
+    seed: int = 0,
 ) -> RiskCombiner:
     """Fit ``P(error) = sigmoid(w . standardised(features) + b)``: scikit-learn's logistic
     regression minimising the mean log loss plus ``l2 * |w|^2`` (the intercept unpenalised).
 
-    Without both errors and correct items to learn from, the weights are all 1 (an unweighted
-    sum of the standardised features), so the scores still rank inputs.
+    ``l2`` is one strength, or candidates: the one with the best mean AUROC over a seeded
+    stratified :data:`L2_FOLDS`-fold cross-validation on these (held-out, validation) items is
+    refitted on all of them, so the constant is chosen on validation data, never on what is
+    scored. Too few errors to cross-validate: the strongest candidate. Without both errors and
+    correct items to learn from, the weights are all 1 (an unweighted sum of the standardised
+    features), so the scores still rank inputs.
 
     >>> x = torch.tensor([[0.1], [0.2], [0.8], [0.9]])
     >>> combiner = fit_risk_combiner(x, torch.tensor([0, 0, 1, 1]), ["a", "b", "c", "d"],
-    ...                              feature_names=["msp"])
+    ...                              feature_names=["msp"], l2=1e-2)
     >>> combiner.score(torch.tensor([[0.05], [0.95]]), ["e", "f"]).round().tolist()
     [0.0, 1.0]
     """
@@ -287,17 +378,24 @@ def fit_risk_combiner(
         raise bad_option(
             "errors", f"one label and one id per row ({x.shape[0]})", (y.shape[0], len(item_ids))
         )
-    if l2 < 0:
-        raise bad_option("l2", "a non-negative float", l2)
+    candidates = _l2_candidates(l2)
     mean = x.mean(dim=0)
     scale = x.std(dim=0, unbiased=False).clamp(min=1e-6)
     standard = (x - mean) / scale
     weight = torch.ones(len(names))
     bias = 0.0
     n_errors = int(y.sum())
+    chosen, scores = max(candidates), {}
     if 0 < n_errors < y.shape[0]:
-        model = _logistic_regression(l2, n_items=int(y.shape[0]))
-        model.fit(standard.double().numpy(), y.long().numpy())
+        inputs, targets = standard.double().numpy(), y.long().numpy()
+        if len(candidates) > 1:
+            scores = _cross_validated_auroc(inputs, targets, candidates, seed)
+            if scores:
+                chosen = max(scores, key=lambda c: scores[c])  # the first best: the weakest
+        else:
+            chosen = candidates[0]
+        model = _logistic_regression(chosen, n_items=len(targets))
+        model.fit(inputs, targets)
         weight = torch.from_numpy(model.coef_[0]).float()
         bias = float(model.intercept_[0])
     return RiskCombiner(
@@ -309,7 +407,42 @@ def fit_risk_combiner(
         fitted_on=frozenset(item_ids),
         n_errors=n_errors,
         n_items=int(y.shape[0]),
+        l2=chosen,
+        l2_auroc=scores,
     )
+
+
+def _l2_candidates(l2: float | Sequence[float]) -> list[float]:
+    values: list[Any] = [l2] if isinstance(l2, (int, float, numbers.Real)) else list(l2)
+    if not values or any(
+        isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0 for v in values
+    ):
+        raise bad_option("l2", "a non-negative float or a list of them", l2)
+    return sorted(float(v) for v in values)
+
+
+def _cross_validated_auroc(
+    inputs: Any, targets: Any, candidates: Sequence[float], seed: int
+) -> dict[float, float]:
+    """Mean AUROC (torchmetrics) of each L2 strength over a seeded stratified k-fold split of
+    the fitting data; empty when it holds fewer than 2 errors or 2 correct items."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smaller = int(min(targets.sum(), len(targets) - targets.sum()))
+    folds = min(L2_FOLDS, smaller)
+    if folds < 2:
+        return {}
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(inputs, targets))
+    found = {}
+    for l2 in candidates:
+        values = []
+        for fitting, held in splits:
+            model = _logistic_regression(l2, n_items=len(fitting))
+            model.fit(inputs[fitting], targets[fitting])
+            decision = torch.from_numpy(model.decision_function(inputs[held])).float()
+            values.append(auroc(decision, torch.from_numpy(targets[held]).long()))
+        found[l2] = float(sum(values) / len(values))
+    return found
 
 
 def _logistic_regression(l2: float, n_items: int) -> Any:
@@ -333,10 +466,11 @@ def cross_fitted_risk(
     folds: int = 2,
     seed: int = 0,
     feature_names: Sequence[str] = MAIA_FEATURES,
-    l2: float = 1e-2,
+    l2: float | Sequence[float] = L2_CANDIDATES,
 ) -> tuple[Tensor, list[RiskCombiner]]:
     """(N,) combined risk for every item of one labelled set, each from a combiner fitted on the
-    other folds (a seeded random split), and the combiners.
+    other folds (a seeded random split), and the combiners (each choosing its ``l2`` among the
+    candidates on its own fitting folds, see :func:`fit_risk_combiner`).
 
     >>> x = torch.linspace(0, 1, 8)[:, None]
     >>> risk, combiners = cross_fitted_risk(x, (x[:, 0] > 0.5).long(), [str(i) for i in range(8)],
@@ -362,6 +496,7 @@ def cross_fitted_risk(
             [ids[i] for i in fitting],
             feature_names=feature_names,
             l2=l2,
+            seed=seed,
         )
         risk[held] = combiner.score(features[held], [ids[i] for i in held])
         combiners.append(combiner)
@@ -412,6 +547,7 @@ def flag_reason(
     unit_description: str = "",
     leading: bool = False,
     subgroup: SubgroupFinding | None = None,
+    ablated_prediction: tuple[str, float] | None = None,
     reliance_threshold: float = 0.5,
     confidence_threshold: float = 0.5,
 ) -> str:
@@ -419,12 +555,16 @@ def flag_reason(
 
     The prediction "rests on" its top spurious unit when the spurious units give at least
     ``reliance_threshold`` of its evidence, and "leans most on" it when that unit gives more
-    evidence than any other unit (``leading``); a finding the input belongs to names its
-    subgroup; a top probability under ``confidence_threshold`` is low confidence.
+    evidence than any other unit (``leading``); ``ablated_prediction`` (class, probability) is
+    what the head predicts once the spurious units are ablated, where that differs; a finding
+    the input belongs to names its subgroup; a top probability under ``confidence_threshold``
+    is low confidence.
 
     >>> flag_reason(confidence=0.9, reliance=0.8, spurious_unit=17,
     ...             unit_description="blue water background")
     'prediction rests on unit 17: blue water background (80% of its evidence)'
+    >>> flag_reason(confidence=0.9, ablated_prediction=("square", 0.7))
+    'without the units judged spurious the head predicts square (70%)'
     >>> red = SubgroupFinding("output:0", "circle", "shape=circle", "colour", "red",
     ...                       "colour=red", "red circles", mean_score=0.1, class_mean=0.8)
     >>> for part in flag_reason(confidence=0.4, subgroup=red).split("; "):
@@ -444,6 +584,11 @@ def flag_reason(
             f"{reliance:.0%} of its evidence)"
         )
 
+    if ablated_prediction is not None:
+        name, probability = ablated_prediction
+        parts.append(
+            f"without the units judged spurious the head predicts {name} ({probability:.0%})"
+        )
     if subgroup is not None:
         parts.append(
             f"{subgroup.description} are a subgroup the model scores low "
@@ -460,10 +605,14 @@ def flag_reason(
 
 __all__ = [
     "BASELINES",
+    "L2_CANDIDATES",
+    "L2_FOLDS",
     "MAIA_FEATURES",
     "SCORES",
     "RiskCombiner",
     "baseline_risks",
+    "counterfactual_logits",
+    "counterfactual_risk",
     "cross_fitted_risk",
     "energy",
     "error_detection_metrics",

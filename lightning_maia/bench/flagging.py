@@ -9,10 +9,12 @@ Two parts, one command:
    split. The agent's ``spurious_check`` (the remover's judge, exemplars from the training
    data) judges the head's most influential units (all 128 in full mode, 48 with
    ``--quick``). Every test input gets the baseline risks (MSP, margin, energy, entropy) and
-   the MAIA-informed risk of :class:`MisclassificationFlagger`: reliance on the units judged
-   spurious and membership in the subgroups the class-bias audit of the four class logits
-   found, combined by a logistic regression fitted on the separate, independent ``holdout``
-   split (the test split is only scored; every constant is the holdout fit's). Subgroup
+   the MAIA-informed risk of :class:`MisclassificationFlagger`: the counterfactual risk (the
+   predicted class's probability lost when the units judged spurious are mean-ablated to their
+   ``holdout`` means), reliance on those units and membership in the subgroups the class-bias
+   audit of the four class logits found, combined by a logistic regression fitted on the
+   separate, independent ``holdout`` split, its L2 strength chosen by cross-validated AUROC
+   on that split (the test split is only scored; every constant is the holdout's). Subgroup
    membership uses only what the audit observes at test time: the class the model *predicts*
    and the input's other attributes (the background, ...) as a describer reads them; never the
    true class or shape. Figures: ``auroc`` and ``aupr_error`` (errors as positives), each a
@@ -67,9 +69,16 @@ from lightning_maia.analysis.class_bias import (
     reported_subgroups,
 )
 from lightning_maia.analysis.flagging import FlaggingResult, SubgroupAudit, flag
-from lightning_maia.analysis.flagging_evidence import collect_outputs, item_ids, unit_words
+from lightning_maia.analysis.flagging_evidence import (
+    ablation_reference,
+    collect_outputs,
+    item_ids,
+    unit_words,
+)
 from lightning_maia.analysis.risk import (
     SCORES,
+    baseline_risks,
+    counterfactual_risk,
     error_detection_metrics,
     fit_risk_combiner,
     spurious_reliance,
@@ -322,9 +331,11 @@ def error_detection(sizes: Sizes, seed: int, spurious: SpuriousSettings) -> dict
         "flagged_rate": result.flagged_rate,
         "reliance_auroc": _auroc_of(table["reliance"], ~table["correct"]),
         "subgroup_auroc": _auroc_of(table["subgroup"], ~table["correct"]),
+        "counterfactual_auroc": _auroc_of(table["counterfactual"], ~table["correct"]),
+        "l2_chosen_on_holdout": result.l2,
         "ablations": {
             **_ablations(result.calibration, table, item_ids(calibration), item_ids(test)),
-            "msp+reliance+subgroup, remover's l1 top units": _remover_ablation(
+            "msp+reliance+subgroup+counterfactual, remover's l1 top units": _remover_ablation(
                 model, result, calibration, test, [u for u in spurious_units if u in top]
             ),
         },
@@ -476,27 +487,37 @@ def _remover_ablation(
     test: SpuriousShapes,
     units: list[int],
 ) -> float:
-    """The combination's AUROC with reliance on ``units`` only (the same subgroups)."""
+    """The combination's AUROC with reliance and counterfactual risk on ``units`` only (the same
+    subgroups, the same mean-ablation reference: the calibration split's means)."""
     head = model.head
     assert isinstance(head, nn.Linear)
     assert result.calibration is not None
-    columns: dict[str, Tensor] = {}
-    for name, data in (("calibration", calibration), ("test", test)):
-        outputs = collect_outputs(model, head, data, batch_size=256)
-        reliance = spurious_reliance(
-            outputs.features, head.weight.detach(), units, outputs.predictions
+    weight = head.weight.detach()
+    outputs = {
+        "calibration": collect_outputs(model, head, calibration, batch_size=256),
+        "test": collect_outputs(model, head, test, batch_size=256),
+    }
+    reference = ablation_reference(outputs["calibration"])
+    subgroups = {
+        "calibration": torch.tensor(result.calibration["subgroup"].to_numpy(dtype=float)),
+        "test": torch.tensor(result.table.sort_values("index")["subgroup"].to_numpy(dtype=float)),
+    }
+    features = {}
+    for name, found in outputs.items():
+        features[name] = torch.stack(
+            [
+                baseline_risks(found.logits)["msp"],
+                spurious_reliance(found.features, weight, units, found.predictions),
+                subgroups[name].float(),
+                counterfactual_risk(found.logits, found.features, weight, units, reference),
+            ],
+            dim=1,
         )
-        columns[name] = reliance
-    table = result.table.sort_values("index")
-    fitting = torch.tensor(
-        result.calibration[["msp", "subgroup"]].to_numpy(dtype=float), dtype=torch.float32
-    )
-    fitting = torch.stack([fitting[:, 0], columns["calibration"], fitting[:, 1]], 1)
     errors = torch.tensor(result.calibration["error"].to_numpy(dtype=bool), dtype=torch.long)
-    combiner = fit_risk_combiner(fitting, errors, item_ids(calibration))
-    scored = torch.tensor(table[["msp", "subgroup"]].to_numpy(dtype=float), dtype=torch.float32)
-    scored = torch.stack([scored[:, 0], columns["test"], scored[:, 1]], 1)
-    return _auroc_of(pd.Series(combiner.score(scored, item_ids(test)).numpy()), ~table["correct"])
+    combiner = fit_risk_combiner(features["calibration"], errors, item_ids(calibration))
+    table = result.table.sort_values("index")
+    scored = combiner.score(features["test"], item_ids(test))
+    return _auroc_of(pd.Series(scored.numpy()), ~table["correct"])
 
 
 def _auroc_of(scores: pd.Series, errors: pd.Series) -> float:
@@ -508,6 +529,8 @@ def _auroc_of(scores: pd.Series, errors: pd.Series) -> float:
 
 #: Feature subsets fitted the same way as the full combination, to show what each adds.
 ABLATIONS: dict[str, tuple[str, ...]] = {
+    "msp+reliance+subgroup": ("msp", "reliance", "subgroup"),
+    "msp+counterfactual": ("msp", "counterfactual"),
     "msp+reliance": ("msp", "reliance"),
     "msp+subgroup": ("msp", "subgroup"),
     "reliance+subgroup": ("reliance", "subgroup"),

@@ -65,32 +65,23 @@ WHEN = ("validation", "fit_end", "manual")
 class MisclassificationFlagger(Callback):
     """Flag validation inputs likely to be misclassified, with reasons; gate CI on the result.
 
+    What is scored and how, and every argument this callback shares with it (``head``,
+    ``class_names``, ``calibration_data``, ``spurious``, ``subgroups``, ``thresholds``,
+    ``candidate_attributes``, ``backends``, ``preprocess``, ``batch_size``, ``folds``,
+    ``seed``), are documented once, at :func:`lightning_maia.analysis.flagging.flag` (and its
+    module): this callback passes them on unchanged. Only the arguments of its own:
+
     Args:
-        head: module path of the linear head (default: the model's last ``nn.Linear``); its
-            input units are the penultimate units whose reliance is measured.
-        class_names: names of the classes, in logit order (default: the dataset's).
         when: ``validation`` (every ``every_n_epochs`` validations), ``fit_end`` or ``manual``
             (only :meth:`flag`, e.g. from ``lightning-maia audit``).
         every_n_epochs: run on every n-th validation.
-        dataset: the inputs to score (default: the validation dataloader's dataset).
-        calibration_data: labelled held-out data to fit the combination on; without it the
-            validation data are cross-fitted in ``folds`` folds.
-        spurious: which units count as spurious (:class:`SpuriousEvidence`: ``spurious_units``,
-            ``spurious_check``, ``feature_layer``, ``max_checked_units``); a
-            :class:`SpuriousFeatureRemover` among the callbacks gives its verdicts.
-        subgroups: the class-bias audit and how inputs are matched to its subgroups
-            (:class:`SubgroupAudit`: ``class_bias``, ``audit_classes``, ``images_per_value``,
-            ``concepts``).
-        thresholds: what is flagged and shown, and the CI gate (:class:`Thresholds`:
-            ``flag_threshold``, ``top_n``, ``max_flagged_rate``, ``max_subgroups``).
-        candidate_attributes: attributes the agent varies in both audits (default: all).
-        backends: the agent, its designer and the image backends (:class:`Backends`; offline
-            defaults, a setup error for data the agent cannot design on).
-        preprocess: maps display images in [0, 1] to model inputs.
-        batch_size: batch size of the scoring pass.
-        folds: cross-fitting folds when there is no ``calibration_data``.
-        output: where the HTML report goes and what failures do (:class:`Output`).
-        seed: seeds the agent and the folds.
+        dataset: the inputs to score (:func:`flag`'s ``data``; default: the validation
+            dataloader's dataset). Without ``spurious.spurious_units``, a
+            :class:`SpuriousFeatureRemover` among the trainer's callbacks gives the spurious
+            units (its verdicts), and a ``backends.designer`` that cannot run on this data
+            fails at setup.
+        output: where the HTML report goes and what failures do (:class:`Output`; its
+            ``on_error`` is :func:`flag`'s).
     """
 
     def __init__(

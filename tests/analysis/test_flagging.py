@@ -9,9 +9,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from lightning_maia.analysis.class_bias import SubgroupFinding
-from lightning_maia.analysis.flagging import Thresholds, check_gate, flag
+from lightning_maia.analysis.flagging import FlaggingResult, Thresholds, check_gate, flag
 from lightning_maia.analysis.flagging_evidence import ModelOutputs, observed_concepts, risk_features
 from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit
+from lightning_maia.bench.tinted_digits import TintedDigits
 from lightning_maia.errors import ConfigurationError
 
 CLASSES = ["circle", "square"]
@@ -105,3 +106,58 @@ def test_flag_runs_without_a_trainer_and_the_gate_reads_its_summary() -> None:
 def test_the_option_groups_name_a_bad_field(build: object, match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         build()  # type: ignore[operator]
+
+
+class TintedShortcut(nn.Module):
+    """Two hand-weighted units on real handwriting (scikit-learn's digits, tinted): how red the
+    ink is (unit 0, the shortcut) and how much the ink's shape looks like a 0 (unit 1, the core);
+    the head says 0 for red ink almost whatever the shape: ``logit_0 - logit_1 = 40 * redness +
+    0.5 * zero_shape - 6.2``."""
+
+    def __init__(self, template: torch.Tensor) -> None:
+        super().__init__()
+        self.template = nn.Parameter(template, requires_grad=False)
+        self.head = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[40.0, 0.5], [0.0, 0.0]]))
+            self.head.bias.copy_(torch.tensor([-6.2, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        redness = (x[:, 0] - x[:, 1:].max(1).values).clamp_min(0).mean((1, 2))
+        zero_shape = (x.max(1).values * self.template).sum((1, 2))
+        return self.head(torch.stack([redness, zero_shape], 1))
+
+
+def test_on_real_handwriting_the_counterfactual_flags_the_shortcut_errors_msp_misses() -> None:
+    train = TintedDigits.split("train", classes=2, shortcut=0.95, seed=0)
+    ink = train.images.max(1).values
+    model = TintedShortcut(ink[train.labels == 0].mean(0) - ink.mean(0)).eval()
+    # Every colour equally often with every digit: red 1s and yellow 0s are the model's errors.
+    test = TintedDigits.split("test", classes=2, copies=2, seed=0)
+    holdout = TintedDigits.split("val", classes=2, copies=2, seed=0)
+
+    def run(data: TintedDigits) -> FlaggingResult:
+        return flag(
+            model, data, calibration_data=holdout, spurious=SpuriousEvidence(spurious_units=[0]),
+            subgroups=SubgroupAudit(class_bias=False),
+        )  # fmt: skip
+
+    result = run(test)
+    table = result.table.sort_values("index")
+    errors = ~table["correct"]
+    assert int(errors.sum()) == 59
+    # With redness at its holdout mean the head reads the shape alone and gets every input
+    # right: exactly the errors lose their predicted class.
+    assert ((table["counterfactual"] > 0.5) == errors).all()
+    assert table[errors]["reason"].str.contains("without the units judged spurious").all()
+    # Reliance misses the yellow 0s (their wrong class 1 has no unit evidence at all); the
+    # combination, fitted on the holdout split, separates every error; MSP does not.
+    assert result.metrics["auroc"]["maia"] == 1.0
+    assert result.metrics["auroc"]["msp"] < 0.9
+    assert result.coefficients["counterfactual"] > 0 and len(result.l2) == 1
+    # No label of a scored input enters a score: relabelled, every score is the same.
+    relabelled = TintedDigits.split("test", classes=2, copies=2, seed=0)
+    relabelled.labels = 1 - relabelled.labels
+    again = run(relabelled).table.sort_values("index")
+    for column in ("msp", "reliance", "counterfactual", "maia"):
+        assert again[column].tolist() == table[column].tolist(), column

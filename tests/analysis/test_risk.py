@@ -10,7 +10,10 @@ import torch
 
 from lightning_maia.analysis.class_bias import SubgroupFinding
 from lightning_maia.analysis.risk import (
+    L2_CANDIDATES,
     baseline_risks,
+    counterfactual_logits,
+    counterfactual_risk,
     cross_fitted_risk,
     energy,
     error_detection_metrics,
@@ -118,6 +121,10 @@ def test_metrics_are_nan_without_errors() -> None:
     assert math.isnan(metrics["auroc"]["msp"]) and math.isnan(metrics["aupr_error"]["msp"])
 
 
+#: The three features these combination tests draw (the counterfactual risk is tested apart).
+THREE = ("msp", "reliance", "subgroup")
+
+
 def _labelled(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Errors driven by reliance (column 1); msp risk is noise."""
     generator = torch.Generator().manual_seed(seed)
@@ -129,7 +136,9 @@ def _labelled(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_the_combination_learns_which_feature_predicts_errors() -> None:
     features, errors = _labelled(400, seed=0)
-    combiner = fit_risk_combiner(features, errors, [f"fit[{i}]" for i in range(400)])
+    combiner = fit_risk_combiner(
+        features, errors, [f"fit[{i}]" for i in range(400)], feature_names=THREE
+    )
     assert combiner.coefficients()["reliance"] > 2.0 > abs(combiner.coefficients()["msp"])
     test_features, test_errors = _labelled(400, seed=1)
     scores = combiner.score(test_features, [f"test[{i}]" for i in range(400)])
@@ -139,7 +148,7 @@ def test_the_combination_learns_which_feature_predicts_errors() -> None:
 def test_the_combination_refuses_items_it_was_fitted_on() -> None:
     features, errors = _labelled(50, seed=0)
     ids = [f"holdout[{i}]" for i in range(50)]
-    combiner = fit_risk_combiner(features, errors, ids)
+    combiner = fit_risk_combiner(features, errors, ids, feature_names=THREE)
     with pytest.raises(ConfigurationError, match=r"fitted on 1 of the items .*holdout\[7\]"):
         combiner.score(features[:3], ["test[0]", "holdout[7]", "test[2]"])
 
@@ -147,7 +156,7 @@ def test_the_combination_refuses_items_it_was_fitted_on() -> None:
 def test_cross_fitting_scores_each_item_with_a_combiner_that_never_saw_it() -> None:
     features, errors = _labelled(60, seed=2)
     ids = [f"val[{i}]" for i in range(60)]
-    risk, combiners = cross_fitted_risk(features, errors, ids, folds=3, seed=0)
+    risk, combiners = cross_fitted_risk(features, errors, ids, folds=3, seed=0, feature_names=THREE)
     assert len(combiners) == 3
     for i, item in enumerate(ids):
         blind = [c for c in combiners if item not in c.fitted_on]
@@ -159,7 +168,7 @@ def test_cross_fitting_scores_each_item_with_a_combiner_that_never_saw_it() -> N
 
 def test_without_errors_the_combination_sums_the_standardised_features() -> None:
     features = torch.tensor([[0.1, 0.0, 0.0], [0.5, 0.5, 0.0], [0.9, 1.0, 0.0]])
-    combiner = fit_risk_combiner(features, torch.zeros(3), ["a", "b", "c"])
+    combiner = fit_risk_combiner(features, torch.zeros(3), ["a", "b", "c"], feature_names=THREE)
     assert combiner.weight.tolist() == [1.0, 1.0, 1.0]
     scores = combiner.score(features, ["x", "y", "z"]).tolist()
     assert scores[0] < scores[1] < scores[2]
@@ -210,3 +219,94 @@ def test_reasons_say_why_in_words() -> None:
         confidence=0.9, reliance=0.3, spurious_unit=5, unit_description="sand", leading=True
     ) == ("prediction leans most on unit 5: sand (spurious units give 30% of its evidence)")
     assert flag_reason(confidence=0.8) == "no single cause: confidence 0.80, spurious reliance 0%"
+
+
+# Head for the counterfactual: class 0 = u0 + 2 * u2, class 1 = u1; unit 2 is the shortcut.
+SHORTCUT_HEAD = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]])
+SHORTCUT_FEATURES = torch.tensor(
+    [
+        [0.5, 1.0, 1.0],  # logits (2.5, 1): class 0, but only through unit 2
+        [2.0, 0.0, 1.0],  # logits (4, 0): class 0 on its core unit as well
+    ]
+)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_the_counterfactual_flips_a_decision_that_rests_on_the_ablated_unit() -> None:
+    logits = SHORTCUT_FEATURES @ SHORTCUT_HEAD.T
+    zeroed = counterfactual_logits(logits, SHORTCUT_FEATURES, SHORTCUT_HEAD, [2])
+    # Zeroing unit 2 leaves (0.5, 1): the first decision flips to class 1; the second holds.
+    assert zeroed.tolist() == [[0.5, 1.0], [2.0, 0.0]]
+    risk = counterfactual_risk(logits, SHORTCUT_FEATURES, SHORTCUT_HEAD, [2])
+    assert risk.tolist() == pytest.approx([_sigmoid(0.5), 1.0 - _sigmoid(2.0)])
+    # Mean ablation: unit 2 gives what it gives an average input (0.5 -> 1.0 of logit 0).
+    reference = torch.tensor([0.0, 0.0, 0.5])
+    mean_ablated = counterfactual_logits(logits, SHORTCUT_FEATURES, SHORTCUT_HEAD, [2], reference)
+    assert mean_ablated.tolist() == [[1.5, 1.0], [3.0, 0.0]]
+    assert counterfactual_risk(
+        logits, SHORTCUT_FEATURES, SHORTCUT_HEAD, [2], reference
+    ).tolist() == pytest.approx([1.0 - _sigmoid(0.5), 1.0 - _sigmoid(3.0)])
+    # Ablating a core unit instead leaves the first decision alone and hurts the second less.
+    assert counterfactual_logits(logits, SHORTCUT_FEATURES, SHORTCUT_HEAD, [1]).tolist() == [
+        [2.5, 0.0],
+        [4.0, 0.0],
+    ]
+    # Nothing spurious: the counterfactual risk is the msp risk.
+    assert counterfactual_risk(logits, SHORTCUT_FEATURES, SHORTCUT_HEAD, []).tolist() == (
+        pytest.approx(baseline_risks(logits)["msp"].tolist())
+    )
+
+
+def test_the_counterfactual_names_a_bad_reference_or_unit() -> None:
+    logits = SHORTCUT_FEATURES @ SHORTCUT_HEAD.T
+    with pytest.raises(ConfigurationError, match=r"`reference` can be one value per unit \(3,\)"):
+        counterfactual_logits(logits, SHORTCUT_FEATURES, SHORTCUT_HEAD, [2], torch.zeros(2))
+    with pytest.raises(
+        ConfigurationError, match=r"`spurious_units` can be unit indices in \[0, 3\)"
+    ):
+        counterfactual_risk(logits, SHORTCUT_FEATURES, SHORTCUT_HEAD, [3])
+    with pytest.raises(ConfigurationError, match="`logits` can be"):
+        counterfactual_logits(logits[:1], SHORTCUT_FEATURES, SHORTCUT_HEAD, [2])
+
+
+def test_the_combination_chooses_its_l2_by_cross_validated_auroc_on_its_fitting_data() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    # Few items, a weak signal among noise: the penalties really differ out of fold.
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(60, 3, generator=generator)
+    errors = (features[:, 0] + 1.5 * torch.randn(60, generator=generator) > 0.8).long()
+    combiner = fit_risk_combiner(
+        features, errors, [f"val[{i}]" for i in range(60)], feature_names=THREE, seed=0
+    )
+    # The same computation written out with scikit-learn: seeded stratified 5 folds on the
+    # standardised fitting data, C = 1 / (2 * l2 * n_fold), mean AUROC per candidate.
+    x = ((features - features.mean(0)) / features.std(0, unbiased=False)).double().numpy()
+    y = errors.numpy()
+    splits = list(StratifiedKFold(5, shuffle=True, random_state=0).split(x, y))
+    expected = {}
+    for l2 in L2_CANDIDATES:
+        values = []
+        for fit, held in splits:
+            model = LogisticRegression(C=1.0 / (2 * l2 * len(fit)), tol=1e-10, max_iter=1000)
+            model.fit(x[fit], y[fit])
+            values.append(roc_auc_score(y[held], model.decision_function(x[held])))
+        expected[l2] = sum(values) / len(values)
+    assert list(combiner.l2_auroc) == list(L2_CANDIDATES)
+    assert list(combiner.l2_auroc.values()) == pytest.approx(list(expected.values()), abs=1e-6)
+    best = max(expected.values())
+    assert combiner.l2 == 1.0  # here the strongest penalty wins out of fold
+    assert combiner.l2 == min(l2 for l2, v in expected.items() if v >= best - 1e-9)
+    # ... and the weights are a refit at the chosen strength on all the fitting data.
+    refit = LogisticRegression(C=1.0 / (2 * combiner.l2 * 60), tol=1e-10, max_iter=1000).fit(x, y)
+    assert combiner.weight.tolist() == pytest.approx(refit.coef_[0].tolist(), abs=1e-4)
+    # One strength given: no choice made.
+    fixed = fit_risk_combiner(features, errors, ["a"] * 60, feature_names=THREE, l2=0.5)
+    assert fixed.l2 == 0.5 and fixed.l2_auroc == {}
+    with pytest.raises(ConfigurationError, match="`l2` can be a non-negative float or a list"):
+        fit_risk_combiner(features, errors, ["a"] * 60, feature_names=THREE, l2=[-1.0])

@@ -189,7 +189,13 @@ def test_the_combination_is_cross_fitted_without_calibration_data(tmp_path: Path
     result = flagger.flag(model, val)
     assert len(result.table) == 40 and result.findings == []
     assert result.metrics["auroc"]["maia"] > 0.9
-    assert set(result.coefficients) == {"msp", "reliance", "subgroup", "intercept"}
+    assert set(result.coefficients) == {
+        "msp",
+        "reliance",
+        "subgroup",
+        "counterfactual",
+        "intercept",
+    }
     with pytest.raises(ConfigurationError, match="`calibration_data` can be held-out data"):
         MisclassificationFlagger(dataset=val, calibration_data=val)
 
