@@ -44,14 +44,14 @@ from torch.utils.data import DataLoader
 
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.scientist_designers import experiment_setup
+from lightning_maia.analysis.dfr import C_GRID, N_SUBSAMPLES, dfr_head
 from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit
 from lightning_maia.analysis.risk import error_detection_metrics
 from lightning_maia.analysis.spurious import (
     REFIT_GRID,
     LinearHead,
-    balanced_indices,
+    choose_copies,
     choose_refit,
-    counterfactual_augment,
     counterfactual_deltas,
     erase_projection,
     head_metrics,
@@ -168,6 +168,10 @@ def run(quick: bool = False, seed: int = 0, agent: str = "scientist") -> dict[st
             "maia_select_copies": f"of {list(COPIES)}: best balanced accuracy on the holdout "
             "split's class labels",
             "erase_energy": ERASE_ENERGY,
+            "dfr": "analysis.dfr.dfr_head on the holdout split (group labels: the oracle): "
+            "L1 C chosen by worst-group accuracy on half, coefficients averaged over "
+            f"{N_SUBSAMPLES} group-balanced subsamples",
+            "dfr_c_grid": list(C_GRID),
             "top": settings.top,
         },
         "quick": quick,
@@ -231,25 +235,23 @@ def run_seed(seed: int, settings: Settings) -> dict[str, Any]:
         # The kept units refit on the training data plus copies shifted along the colour
         # edits' feature changes; how many copies: the best class-balanced accuracy on the
         # holdout split's class labels (no group labels; 0 copies is plain select).
-        candidates: dict[int, LinearHead] = {}
-        for copies in COPIES if deltas.shape[0] else (0,):
-            x, y = counterfactual_augment(train[0], labels, deltas, copies, seed=seed)
-            candidates[copies] = refit(f"maia_select_copies_{copies}", x, y, kept)
-            holdout_logits = candidates[copies].logits(features["holdout"][0])
-            copies_scores[copies] = head_metrics(
-                holdout_logits, splits["holdout"].labels, num_classes=CLASSES
-            )["balanced_accuracy"]
-        best_copies = max(copies_scores, key=lambda c: copies_scores[c])  # ties: fewer
-        heads["maia_select"] = candidates[best_copies]
-        penalties["maia_select"] = penalties[f"maia_select_copies_{best_copies}"]
+        choice = choose_copies(
+            train[0], labels, kept, deltas, COPIES if deltas.shape[0] else (0,),
+            features["holdout"][0], splits["holdout"].labels, protocol="cv",
+            num_classes=CLASSES, seed=seed,
+        )  # fmt: skip
+        heads["maia_select"] = choice.head
+        copies_scores = choice.scores
+        penalties["maia_select"] = choice.penalties[choice.copies]
     projection = erase_projection(spurious_subspace(deltas, energy=ERASE_ENERGY))
     heads["maia_erase"] = refit("maia_erase", train[0], labels, projection=projection)
     heads["l1_topk"] = refit("l1_topk", train[0], labels, selection.units[:k])
-    holdout_groups = splits["holdout"].groups
-    balanced = balanced_indices(holdout_groups, seed=seed)
-    heads["dfr"] = refit(
-        "dfr", features["holdout"][0][balanced], splits["holdout"].labels[balanced]
+    # DFR as its paper does it (the oracle: group labels of the holdout split).
+    dfr = dfr_head(
+        features["holdout"][0], splits["holdout"].labels, splits["holdout"].groups, seed=seed
     )
+    heads["dfr"] = dfr.head
+    penalties["dfr"] = dfr.c
     for name, head in heads.items():
         rows[name] = _metrics(head.logits(test[0]), splits["test"])
     rows.setdefault("maia_select", rows["erm_head"])  # nothing kept: the head stays as it was
