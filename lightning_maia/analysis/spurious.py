@@ -331,6 +331,73 @@ def select_remedy(
     return refit_head(features, labels, kept_units, protocol=chosen, num_classes=num_classes)
 
 
+@dataclass
+class CopiesChoice:
+    """The ``select`` head refit with the chosen number of counterfactual copies."""
+
+    head: LinearHead
+    #: The chosen number of copies per training row.
+    copies: int
+    #: Copies -> balanced accuracy over classes on the validation features (no group labels).
+    scores: dict[int, float]
+    #: Copies -> the L2 penalty (scikit-learn's ``C``) of that refit.
+    penalties: dict[int, float]
+
+
+def choose_copies(
+    features: Tensor,
+    labels: Tensor,
+    kept_units: Sequence[int],
+    deltas: Tensor,
+    grid: Sequence[int],
+    val_features: Tensor,
+    val_labels: Tensor,
+    *,
+    protocol: RefitChoice = REFIT,
+    num_classes: int | None = None,
+    seed: int = 0,
+) -> CopiesChoice:
+    """:func:`select_remedy` once per count of counterfactual copies in ``grid``; the head
+    whose balanced accuracy over classes on ``val_features`` is best wins (ties: fewer copies).
+
+    Class labels only: the validation data's groups are never read, so a user without group
+    labels chooses the same way. 0 in ``grid`` is MAIA's plain select.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> labels = torch.arange(400) % 2
+    >>> colour = torch.where(torch.rand(400, generator=g) < 0.95, labels, 1 - labels)
+    >>> x = torch.stack([labels + 0.8 * torch.randn(400, generator=g), colour.float()], 1)
+    >>> deltas = torch.tensor([[0.0, 1.0], [0.0, -1.0]])
+    >>> val = torch.stack([labels + 0.8 * torch.randn(400, generator=g),
+    ...                    (torch.arange(400) // 2 % 2).float()], 1)
+    >>> choice = choose_copies(x, labels, [0, 1], deltas, [0, 3], val, labels)
+    >>> choice.copies, choice.scores[3] > choice.scores[0]
+    (3, True)
+    """
+    counts = sorted({int(c) for c in grid})
+    if not counts or counts[0] < 0:
+        raise bad_option("grid", "one or more non-negative counts of copies", list(grid))
+    if len(val_features) != len(val_labels) or not len(val_labels):
+        raise bad_option(
+            "val_labels", f"one label per validation row ({len(val_features)})", len(val_labels)
+        )
+    heads: dict[int, LinearHead] = {}
+    scores: dict[int, float] = {}
+    penalties: dict[int, float] = {}
+    for copies in counts:
+        x, y = counterfactual_augment(features, labels, deltas, copies, seed=seed)
+        chosen = resolve_protocol(protocol, x, y, kept_units, num_classes=num_classes)
+        heads[copies] = refit_head(
+            x, y, kept_units, protocol=chosen, num_classes=num_classes, seed=seed
+        )
+        penalties[copies] = chosen.c
+        scores[copies] = head_metrics(
+            heads[copies].logits(val_features), val_labels, num_classes=num_classes
+        )["balanced_accuracy"]
+    best = max(counts, key=lambda c: (scores[c], -c))
+    return CopiesChoice(heads[best], best, scores, penalties)
+
+
 def spurious_subspace(deltas: Tensor, *, energy: float = 0.9, max_rank: int = 16) -> Tensor:
     """An orthonormal (F, r) basis of the directions counterfactual edits move features along.
 
@@ -541,12 +608,14 @@ __all__ = [
     "REFIT",
     "REFIT_GRID",
     "VERDICTS",
+    "CopiesChoice",
     "LinearHead",
     "RefitChoice",
     "RefitProtocol",
     "Selection",
     "UnitJudgement",
     "balanced_indices",
+    "choose_copies",
     "choose_refit",
     "counterfactual_augment",
     "counterfactual_deltas",

@@ -8,6 +8,8 @@ fails at construction with an error that names the field, what is allowed and wh
 
 >>> Refit(remedy="erase", keep=["core", "unclear"]).keep
 ('core', 'unclear')
+>>> Refit(copies=[3, 0, 1]).copies
+(0, 1, 3)
 >>> SearchBudget(k=0)
 Traceback (most recent call last):
 ...
@@ -71,6 +73,20 @@ class Refit:
     #: Fine-tune the refit head this many epochs on the training features with cross-entropy
     #: (mask and projection fixed); the callback does it after a ``fit_end`` refit only.
     finetune_epochs: int = 0
+    #: Counterfactual copies of every training feature row for ``select``: each copy is the
+    #: row shifted by the feature change of one edit, drawn at random, that changed only the
+    #: candidate attribute in the agent's runs on the judged units
+    #: (:func:`~lightning_maia.analysis.spurious.counterfactual_augment`), so the refit head
+    #: learns to ignore what is left of the attribute in the kept units. An int: that many
+    #: (0: MAIA's plain select); a list, e.g. ``[0, 1, 3]``: the count whose head has the best
+    #: balanced accuracy over classes on the validation data (class labels only, never group
+    #: labels; ties: fewer), so the validation data must be given.
+    copies: int | tuple[int, ...] = 0
+
+    @property
+    def copies_grid(self) -> tuple[int, ...]:
+        """The counts of copies to try, ascending (one for a fixed count)."""
+        return self.copies if isinstance(self.copies, tuple) else (self.copies,)
 
     def __post_init__(self) -> None:
         if self.remedy not in REMEDIES:
@@ -91,6 +107,21 @@ class Refit:
         epochs = self.finetune_epochs
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise bad_option("finetune_epochs", "a non-negative integer", epochs)
+        self._check_copies()
+
+    def _check_copies(self) -> None:
+        copies = self.copies
+        allowed = "a non-negative integer or a list of them, e.g. [0, 1, 3]"
+        counts = [copies] if not isinstance(copies, (list, tuple)) else list(copies)
+        if not counts or any(
+            isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0 for c in counts
+        ):
+            raise bad_option("copies", allowed, copies)
+        if isinstance(copies, (list, tuple)):
+            # A list from YAML or a user reads the same; tried in ascending order.
+            object.__setattr__(self, "copies", tuple(sorted({int(c) for c in counts})))
+        if self.remedy != "select" and any(self.copies_grid):
+            raise bad_option("copies", "0 unless remedy is select", copies)
 
 
 __all__ = ["KEEPABLE", "REMEDIES", "Refit", "SearchBudget"]

@@ -49,6 +49,7 @@ from lightning_maia.analysis.spurious import (
     LinearHead,
     Selection,
     UnitJudgement,
+    choose_copies,
     counterfactual_deltas,
     erase_remedy,
     head_metrics,
@@ -57,7 +58,7 @@ from lightning_maia.analysis.spurious import (
     select_remedy,
 )
 from lightning_maia.analysis.spurious_options import Refit, SearchBudget
-from lightning_maia.errors import bad_option
+from lightning_maia.errors import ToolError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
 from lightning_maia.options import Backends
 from lightning_maia.subject import Preprocess
@@ -330,6 +331,17 @@ def remove_spurious_units(
         "units_kept": len(kept) if refit.remedy == "select" else train.features.shape[1],
     }
     classes = len(found.class_names)
+    grid = refit.copies_grid
+    if len(grid) > 1 and val_data is None:
+        raise bad_option(
+            "val_data", f"validation data to choose `copies` among {list(grid)} on", None
+        )
+    _, head = find_head(model, found.head)
+    val = (
+        head_inputs(model, head, val_data, batch_size, progress, found.preprocess)
+        if val_data is not None
+        else None
+    )
     new: LinearHead | None = None
     if not judged:
         warn("no unit was judged; the head is unchanged")
@@ -337,17 +349,11 @@ def remove_spurious_units(
         figures["failure_reason"] = "no unit was judged"
     elif refit.remedy == "select":
         if kept:
-            new = select_remedy(
-                train.features, train.labels, kept, protocol=refit.protocol, num_classes=classes
-            )
+            new = _select(model, found, refit, kept, val, warn, seed, figures)
         else:
             warn(f"no unit got a verdict in {refit.keep}; the head is unchanged")
     else:
-        toolboxes = [j.toolbox for j in judged if j.toolbox is not None]
-        attribute = (found.candidate_attributes or ("background",))[0]
-        deltas = counterfactual_deltas(
-            model, found.layer, toolboxes, attribute, preprocess=found.preprocess
-        )
+        deltas = _deltas(model, found)
         new = erase_remedy(
             train.features,
             train.labels,
@@ -361,15 +367,62 @@ def remove_spurious_units(
         )
     if new is not None and refit.finetune_epochs:
         new = finetune_head(new, train.features, train.labels, refit.finetune_epochs, seed)
-    if val_data is not None:
-        _, head = find_head(model, found.head)
-        val = head_inputs(model, head, val_data, batch_size, progress, found.preprocess)
+    if val is not None:
         weight, bias = effective_linear(head)
         before = head_metrics(val.features @ weight.T.cpu() + bias.cpu(), val.labels, val.groups)
         figures.update({f"before_{name}": value for name, value in before.items()})
         after = head_metrics(new.logits(val.features), val.labels, val.groups) if new else before
         figures.update({f"after_{name}": value for name, value in after.items()})
     return SpuriousRemoval(found.head, refit.remedy, new, kept, figures)
+
+
+def _deltas(model: nn.Module, found: SpuriousUnits) -> Tensor:
+    """The feature changes of the judged units' edits that changed only the attribute."""
+    toolboxes = [j.toolbox for j in found.judged if j.toolbox is not None]
+    attribute = (found.candidate_attributes or ("background",))[0]
+    return counterfactual_deltas(
+        model, found.layer, toolboxes, attribute, preprocess=found.preprocess
+    )
+
+
+def _select(
+    model: nn.Module,
+    found: SpuriousUnits,
+    refit: Refit,
+    kept: list[int],
+    val: HeadInputs | None,
+    warn: Callable[[str], None],
+    seed: int,
+    figures: dict[str, Any],
+) -> LinearHead:
+    """``select`` on the kept units, with the number of counterfactual copies ``refit`` asks
+    for, or the one of its grid that ``val``'s class labels choose."""
+    train, classes = found.features, len(found.class_names)
+    grid = refit.copies_grid
+    deltas: Tensor | None = None
+    if any(grid):
+        try:
+            deltas = _deltas(model, found)
+        except ToolError as error:
+            if 0 not in grid:
+                raise
+            warn(f"{error}; refit without counterfactual copies")
+            grid = (0,)
+    if len(grid) == 1:
+        figures["copies"] = grid[0]
+        return select_remedy(
+            train.features, train.labels, kept, protocol=refit.protocol, num_classes=classes,
+            deltas=deltas, copies=grid[0], seed=seed,
+        )  # fmt: skip
+    if val is None or deltas is None:  # the caller checked already; mypy cannot tell
+        raise bad_option("val_data", f"validation data to choose `copies` among {grid}", None)
+    choice = choose_copies(
+        train.features, train.labels, kept, deltas, grid, val.features, val.labels,
+        protocol=refit.protocol, num_classes=classes, seed=seed,
+    )  # fmt: skip
+    figures["copies"] = choice.copies
+    figures.update({f"copies_{c}_val_balanced_accuracy": v for c, v in choice.scores.items()})
+    return choice.head
 
 
 def finetune_head(

@@ -99,15 +99,17 @@ class SpuriousFeatureRemover(Callback):
         candidate_attributes: attributes that may be spurious; empty: the agent finds them.
         dataset: the (unbalanced) training data for selection, exemplars and the refit
             (default: the training dataloader's dataset). Items are ``(image, label, ...)``.
-        val_dataset: data for before/after figures (default: the validation dataloader's).
+        val_dataset: data for before/after figures and for choosing ``refit.copies`` among a
+            list (default: the validation dataloader's).
         when: ``fit_end`` (once) or ``epoch`` (after every ``every_n_epochs`` training epochs;
             training then goes on with the masked head in place).
         every_n_epochs: the period for ``when="epoch"``.
         budget: units the L1 regression selects for judgement (``k``), exemplars per unit and
             the batch size of the feature passes (:class:`SearchBudget`).
         refit: the remedy (``select`` or ``erase``), the verdicts ``select`` keeps, the refit
-            protocol, the erased share and fine-tuning epochs after a ``fit_end`` refit
-            (:class:`Refit`).
+            protocol, the erased share, fine-tuning epochs after a ``fit_end`` refit and the
+            counterfactual copies ``select`` adds (a list: chosen on ``val_dataset`` by
+            balanced accuracy over classes) (:class:`Refit`).
         backends: the agent (default: the offline :class:`ScientistAgent`), how it designs
             experiments (``designer``: ``retrieval`` for the training data's attribute columns,
             ``procedural``, ``prompts``, ``auto`` or a designer object; None: procedural for
@@ -197,6 +199,7 @@ class SpuriousFeatureRemover(Callback):
             raise bad_option("class_names", "the class names in output order", None)
         data = self.dataset if self.dataset is not None else train_dataset_at_setup(trainer)
         self._resolve_backends(pl_module, data)  # an unusable designer fails here
+        self._check_copies_data(trainer)
         # Every rank, here: under DDP the log folder is broadcast from rank zero.
         self._root = output_root(trainer, self.output.output_dir)
 
@@ -363,6 +366,23 @@ class SpuriousFeatureRemover(Callback):
         return removal.decision(), removal.figures
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _check_copies_data(self, trainer: pl.Trainer) -> None:
+        """A grid of ``refit.copies`` is chosen on validation data: without any, fail now."""
+        grid = self.refit.copies_grid
+        if len(grid) < 2 or self.val_dataset is not None:
+            return
+        try:
+            defined = trainer.fit_loop.epoch_loop.val_loop._data_source.is_defined()
+        except AttributeError:  # cannot tell yet: the run-time check applies
+            return
+        if not defined:
+            raise bad_option(
+                "val_dataset",
+                "validation data (`val_dataset=` or a validation dataloader) to choose "
+                f"`refit.copies` among {list(grid)} on",
+                None,
+            )
 
     def _resolve_backends(
         self, pl_module: nn.Module, data: Dataset[Any] | None

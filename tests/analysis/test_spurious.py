@@ -18,6 +18,7 @@ from lightning_maia.analysis.spurious import (
     REFIT,
     RefitProtocol,
     balanced_indices,
+    choose_copies,
     choose_refit,
     counterfactual_augment,
     counterfactual_deltas,
@@ -133,6 +134,33 @@ def test_counterfactual_copies_teach_the_select_head_to_ignore_the_edited_direct
     assert before["worst_group_accuracy"] < 0.2
     assert after["worst_group_accuracy"] > before["worst_group_accuracy"] + 0.4
     assert after["balanced_accuracy"] > before["balanced_accuracy"] + 0.15
+
+
+def test_choose_copies_picks_the_count_the_validation_classes_prefer() -> None:
+    train, labels, _ = mixed(600, 0.99, seed=0)
+    val, val_labels, _ = mixed(400, 0.5, seed=1)  # balanced: the copies help here
+    deltas = torch.tensor([[0.0, 2.0], [0.0, -2.0]])
+    protocol = RefitProtocol(c=1.0)
+    choice = choose_copies(
+        train, labels, [0, 1], deltas, [3, 0, 1], val, val_labels, protocol=protocol
+    )
+    assert sorted(choice.scores) == [0, 1, 3] and choice.penalties == {0: 1.0, 1: 1.0, 3: 1.0}
+    for copies in (0, 1, 3):  # each score is that count's select head on the validation data
+        head = select_remedy(train, labels, [0, 1], protocol=protocol, deltas=deltas, copies=copies)
+        expected = head_metrics(head.logits(val), val_labels)["balanced_accuracy"]
+        assert choice.scores[copies] == pytest.approx(expected)
+    assert choice.copies == max(choice.scores, key=lambda c: (choice.scores[c], -c))
+    assert choice.copies > 0 and choice.scores[choice.copies] > choice.scores[0] + 0.1
+    # On data drawn like the training data the shortcut pays: no copies win (groups unread).
+    same, same_labels, _ = mixed(400, 0.99, seed=2)
+    assert (
+        choose_copies(
+            train, labels, [0, 1], deltas, [0, 3], same, same_labels, protocol=protocol
+        ).copies
+        == 0
+    )
+    with pytest.raises(ConfigurationError, match="`grid` can be one or more non-negative"):
+        choose_copies(train, labels, [0, 1], deltas, [], val, val_labels)
 
 
 def entangled(n: int, p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

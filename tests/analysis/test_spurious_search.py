@@ -20,7 +20,7 @@ from lightning_maia.analysis.spurious_search import (
     remove_spurious_units,
 )
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
-from lightning_maia.errors import ConfigurationError
+from lightning_maia.errors import ConfigurationError, ToolError
 from lightning_maia.options import Backends, Output
 from lightning_maia.recipes.shapes_backbone import ShapesBackbone, ShapesBackboneClassifier
 from lightning_maia.tools.toolbox import Toolbox
@@ -128,6 +128,53 @@ def test_nothing_to_keep_leaves_the_head_and_says_so() -> None:
     assert messages == ["no unit got a verdict in ('core',); the head is unchanged"]
     assert removal.figures["units_kept"] == 0 and removal.figures["status"] == "ok"
     assert type(model.head) is torch.nn.Linear
+
+
+def test_copies_without_edits_fall_back_to_zero_or_fail_as_asked() -> None:
+    model = classifier()
+    found = search(model)  # the parity agent ran no experiment: no colour-only edit exists
+    val = SpuriousShapes("val", size=32)
+    messages: list[str] = []
+    removal = remove_spurious_units(
+        model, found, refit=Refit(copies=[0, 3]), val_data=val, warn=messages.append
+    )
+    plain = remove_spurious_units(model, found, val_data=val, warn=messages.append)
+    assert removal.figures["copies"] == 0 and plain.figures["copies"] == 0
+    assert removal.head is not None and plain.head is not None
+    assert torch.equal(removal.head.weight, plain.head.weight)
+    assert messages == [
+        "no edit among the agent's experiments changed only the background; "
+        "refit without counterfactual copies"
+    ]
+    with pytest.raises(ToolError, match="changed only the background"):
+        remove_spurious_units(model, found, refit=Refit(copies=3))
+    with pytest.raises(ConfigurationError, match=r"`val_data` can be validation data to choose"):
+        remove_spurious_units(model, found, refit=Refit(copies=[0, 3]))
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            {"copies": -1},
+            r"`copies` can be a non-negative integer or a list of them, e.g. \[0, 1, 3\], got -1",
+        ),
+        ({"copies": [0, 1.5]}, r"`copies` can be a non-negative integer .*got \[0, 1.5\]"),
+        ({"copies": []}, r"`copies` can be a non-negative integer .*got \[\]"),
+        ({"copies": True}, r"`copies` can be a non-negative integer .*got True"),
+        ({"copies": 2, "remedy": "erase"}, r"`copies` can be 0 unless remedy is select, got 2"),
+    ],
+)
+def test_bad_copies_are_named(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        Refit(**options)
+
+
+def test_copies_read_as_a_sorted_grid_or_one_count() -> None:
+    assert Refit(copies=[3, 0, 3, 1]).copies == (0, 1, 3)
+    assert Refit(copies=[3, 0, 1]).copies_grid == (0, 1, 3)
+    assert Refit(copies=2).copies_grid == (2,) and Refit().copies_grid == (0,)
+    assert Refit(remedy="erase", copies=[0]).copies == (0,)
 
 
 def test_the_callback_runs_the_same_steps(tmp_path: Any) -> None:

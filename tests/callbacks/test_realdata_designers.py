@@ -72,6 +72,47 @@ def test_the_remover_judges_and_refits_on_real_images(
         assert float(model.head.mask.sum()) == model.head.mask.numel()
 
 
+def test_the_remover_chooses_counterfactual_copies_on_the_validation_classes(
+    tmp_path: Path, data: TintedDigitsDataModule
+) -> None:
+    remover = SpuriousFeatureRemover(
+        candidate_attributes=("colour",),
+        backends=Backends(designer="retrieval"),
+        budget=SearchBudget(k=8),
+        refit=Refit(keep=["core", "unclear"], protocol="cv", copies=[0, 3]),
+        output=Output(progress=False),
+    )
+    model = _fit(tmp_path, [remover], data)
+    figures = remover.history[-1]
+    assert figures["status"] == "ok" and figures["units_failed"] == 0
+    scores = {c: figures[f"copies_{c}_val_balanced_accuracy"] for c in (0, 3)}
+    assert figures["copies"] == max(scores, key=lambda c: (scores[c], -c))
+    # The installed head is the chosen refit: its validation figure is the chosen score.
+    assert isinstance(model.head, MaskedHead)
+    assert figures["after_balanced_accuracy"] == pytest.approx(scores[figures["copies"]])
+    # On balanced validation colours the recolour copies beat the shortcut-leaning refit.
+    assert figures["copies"] == 3 and scores[3] > scores[0]
+    assert figures["after_worst_group_accuracy"] > figures["before_worst_group_accuracy"]
+
+
+def test_a_copies_grid_without_validation_data_fails_at_setup(
+    tmp_path: Path, data: TintedDigitsDataModule
+) -> None:
+    remover = SpuriousFeatureRemover(
+        candidate_attributes=("colour",),
+        backends=Backends(designer="retrieval"),
+        refit=Refit(copies=[0, 3]),
+    )
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[remover],
+    )  # fmt: skip
+    model = TintedDigitsClassifier(classes=4, backbone_epochs=1)
+    with pytest.raises(ConfigurationError, match=r"`val_dataset` can be validation data"):
+        trainer.fit(model, data.train_dataloader())
+    assert trainer.global_step == 0
+
+
 def test_the_flaggers_audits_run_on_attribute_columns(
     tmp_path: Path, data: TintedDigitsDataModule
 ) -> None:

@@ -40,6 +40,9 @@ def test_the_yaml_recipe_configures_the_designer_and_fit_removes_colour_units(
     judged = {j.unit.index: j.verdict for j in remover.judgements}
     kept = set(remover.decision["kept_units"])  # type: ignore[index]
     assert remover.refit.keep == ("core", "unclear") and remover.refit.protocol == "cv"
+    assert remover.refit.copies == (0, 3)  # a YAML list reads as the grid, chosen on val
+    scores = {c: figures[f"copies_{c}_val_balanced_accuracy"] for c in (0, 3)}
+    assert figures["copies"] == max(scores, key=lambda c: (scores[c], -c))
     assert kept == {u for u, v in judged.items() if v in ("core", "unclear")}
     # Every verdict names the attribute the agent saw drive the unit.
     for judgement in remover.judgements:
