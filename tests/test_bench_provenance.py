@@ -1,4 +1,5 @@
-"""Every saved benchmark JSON records commit, dirty flag, seeds, argv and backbone hash."""
+"""Every saved benchmark JSON records commit, dirty flag, seeds, argv, backbone hash and the
+evaluation constants."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_maia import cli
+from lightning_maia import cli, evaluation_constants
 from lightning_maia.bench.provenance import (
     PROVENANCE_KEYS,
     git_state,
@@ -105,3 +106,30 @@ def test_a_git_state_taken_before_the_run_is_what_is_written(tmp_path: Path) -> 
         tmp_path / "f.json", {}, seed=1, argv=["prog"], git=("a" * 40, False)
     )
     assert (written["commit"], written["dirty"], written["seeds"]) == ("a" * 40, False, [1])
+
+
+def test_bench_json_records_the_evaluation_constants_it_ran_with(tmp_path: Path) -> None:
+    out = tmp_path / "world.json"
+    assert cli.main(["bench", "world", "--quick", "--out", str(out)]) == 0
+    constants = json.loads(out.read_text())["constants"]
+    assert constants == json.loads(json.dumps(evaluation_constants.as_dict()))
+    # Values as the protocol fixes them (a changed constant changes every benchmark's JSON).
+    assert constants["WORLD_REPEATS"] == 3 and constants["WORLD_SCENES_QUICK"] == [200, 50]
+    assert constants["SCIENTIST_HIT_LEVEL"] == 0.5 and constants["HYPOTHESIS_MIN_AUROC"] == 0.8
+    assert constants["NEURONS_FULL"] == [50, 25, 25, 2000]
+    assert constants["NEURONS_VALIDATION_SEED_OFFSET"] == 1000
+    assert constants["DFR_C_GRID"] == [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01]
+    assert constants["SPURIOUS_SUITES"] == [["standard", 0.95], ["shortcut", 0.99]]
+    assert constants["FAULTS_BOUNDS"][0] == ["wall_s", 90.0]
+    # The world benchmark's images figure is computed from the recorded constants.
+    figures = json.loads(out.read_text())
+    assert figures["images"] == constants["WORLD_REPEATS"] * sum(constants["WORLD_SCENES_QUICK"])
+
+
+def test_the_json_records_the_constants_as_they_are_when_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(evaluation_constants, "SCIENTIST_HIT_LEVEL", 0.6)
+    written = write_bench_json(tmp_path / "f.json", {"x": 1}, seed=0, argv=["prog"])
+    assert written["constants"]["SCIENTIST_HIT_LEVEL"] == 0.6
+    assert json.loads((tmp_path / "f.json").read_text())["constants"]["SCIENTIST_HIT_LEVEL"] == 0.6

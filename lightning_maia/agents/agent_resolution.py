@@ -52,6 +52,9 @@ class ResolvedExperiments:
     generator: ImageGenerator | None
     editor: ImageEditor | None
     describer: ImageDescriber | None
+    #: False when nothing could be decided yet (no data known): the backends are as given, and
+    #: a caller that caches the resolution tries again once the data is known.
+    settled: bool = True
 
     def install(self, callback: Any) -> None:
         """Give ``callback`` this agent and these backends (its ``agent``, ``generator``,
@@ -122,7 +125,8 @@ def resolve_backends(
     """What the option group ``backends`` resolves to on ``dataset``: the agent by name or
     object, with its designer's backends resolved and checked (:func:`resolve_experiments`);
     the backends as given, the agent resolved, when there is nothing to decide (the procedural
-    default, or no data known yet). Raises ConfigurationError naming what to configure."""
+    default, or no data known yet: then ``settled`` is False). Raises ConfigurationError naming
+    what to configure."""
     given = backends if backends is not None else Backends()
     agent = resolve_agent(given.agent, seed)
     resolved = resolve_experiments(
@@ -131,5 +135,8 @@ def resolve_backends(
         generator=given.generator, editor=given.editor, describer=given.describer, seed=seed,
     )  # fmt: skip
     if resolved is None:
-        return ResolvedExperiments(agent, given.generator, given.editor, given.describer)
+        # Without data, a later resolution on the data may decide otherwise.
+        return ResolvedExperiments(
+            agent, given.generator, given.editor, given.describer, settled=dataset is not None
+        )
     return resolved

@@ -50,12 +50,23 @@ from lightning_maia.agents.scientist_hypotheses import (
 from lightning_maia.agents.scientist_session import PolicyError, Session
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.errors import BackendError, ToolError, bad_option
+from lightning_maia.evaluation_constants import (
+    SCIENTIST_CANDIDATE_MIN_FREQUENCY,
+    SCIENTIST_CANDIDATE_MIN_SCORE,
+    SCIENTIST_HIT_LEVEL,
+    SCIENTIST_IMAGES_PER_EXPERIMENT,
+    SCIENTIST_MAX_CANDIDATES,
+    SCIENTIST_MAX_ROUNDS,
+    SCIENTIST_MISS_LEVEL,
+    SCIENTIST_NEUTRAL_IMAGES,
+    SCIENTIST_NEUTRAL_QUANTILE,
+)
 from lightning_maia.tools.toolbox import Toolbox
 
 #: On the 0 (neutral) .. 1 (exemplar) scale: an image at least this active is a hit.
-HIT_LEVEL = 0.5
+HIT_LEVEL = SCIENTIST_HIT_LEVEL
 #: ... and one below this is inactive.
-MISS_LEVEL = 0.25
+MISS_LEVEL = SCIENTIST_MISS_LEVEL
 
 
 class ScientistAgent:
@@ -78,10 +89,10 @@ class ScientistAgent:
         *,
         seed: int = 0,
         experiments: bool = True,
-        images_per_experiment: int = 8,
-        neutral_images: int = 32,
-        max_candidates: int = 4,
-        max_rounds: int = 3,
+        images_per_experiment: int = SCIENTIST_IMAGES_PER_EXPERIMENT,
+        neutral_images: int = SCIENTIST_NEUTRAL_IMAGES,
+        max_candidates: int = SCIENTIST_MAX_CANDIDATES,
+        max_rounds: int = SCIENTIST_MAX_ROUNDS,
         name: str | None = None,
     ) -> None:
         for option, value in (
@@ -145,15 +156,19 @@ class ScientistAgent:
             found = ranked_hypothesis(ranking, exemplar_concepts, self._same_attribute)
             assert found is not None
             return self._report(found, None, [], ranking)
-        scale = Scale(float(np.quantile([o.activation for o in neutral], 0.25)), peak)
+        neutral_level = np.quantile([o.activation for o in neutral], SCIENTIST_NEUTRAL_QUANTILE)
+        scale = Scale(float(neutral_level), peak)
         if scale.span <= 1e-6:
             raise PolicyError(
                 f"the unit is no more active on its exemplars ({peak:.3g}) than on neutral "
                 f"images ({scale.base:.3g})"
             )
-        candidates = [r.concept for r in ranking if r.score >= 0.2 and r.frequency >= 0.25][
-            : self.max_candidates
-        ] or [ranking[0].concept]
+        candidates = [
+            r.concept
+            for r in ranking
+            if r.score >= SCIENTIST_CANDIDATE_MIN_SCORE
+            and r.frequency >= SCIENTIST_CANDIDATE_MIN_FREQUENCY
+        ][: self.max_candidates] or [ranking[0].concept]
         observations = list(neutral)
         tested: set[tuple[str, ...]] = set()
         fits: list[HypothesisFit] = []

@@ -23,13 +23,21 @@ from lightning_maia.agents.scientist_design import ExperimentDesigner
 from lightning_maia.agents.scientist_session import PolicyError, Session
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.errors import ToolError
+from lightning_maia.evaluation_constants import (
+    AUDIT_CLASS_SEPARATION,
+    AUDIT_DOMINANCE,
+    AUDIT_FOLLOWS,
+    AUDIT_LOW_GAP_NOISE,
+    AUDIT_LOW_GAP_SHARE,
+    AUDIT_MAX_LEVELS,
+)
 
 #: A main effect at least this large (share of the grid's range) is one the unit follows.
-FOLLOWS = 0.3
+FOLLOWS = AUDIT_FOLLOWS
 #: ... and it must be this many times the other factor's effect to decide the verdict.
-DOMINANCE = 1.5
+DOMINANCE = AUDIT_DOMINANCE
 #: Most classes and attribute values one grid crosses.
-MAX_LEVELS = 6
+MAX_LEVELS = AUDIT_MAX_LEVELS
 
 
 def _value(concept: str) -> str:
@@ -305,7 +313,7 @@ def class_bias(
         verdict = "biased"
         groups = list(dict.fromkeys(s["group"] for s in subgroups))
         label = "low scores on " + "; ".join(groups)
-    elif class_mean - other_mean > 0.1 * max(abs(class_mean), 1e-6):
+    elif class_mean - other_mean > AUDIT_CLASS_SEPARATION * max(abs(class_mean), 1e-6):
         verdict, label = "unbiased", f"no subgroup of {task.target_class} scores clearly lower"
     else:
         verdict, label = "unclear", f"the model barely tells {task.target_class} from the rest"
@@ -348,7 +356,14 @@ def _low_values(measured: dict[str, _Measured], class_mean: float, other_mean: f
     noise = float(np.std(spread)) / np.sqrt(max(min(len(m.ids) for m in measured.values()), 1))
     scale = max(means[-1] - other_mean, 1e-9)
     low = ordered[: cut + 1]
-    if gaps[cut] < max(0.2 * scale, 3.0 * noise) or np.mean(means[: cut + 1]) >= class_mean:
+    if (
+        gaps[cut]
+        < max(
+            AUDIT_LOW_GAP_SHARE * scale,
+            AUDIT_LOW_GAP_NOISE * noise,
+        )
+        or np.mean(means[: cut + 1]) >= class_mean
+    ):
         return []
     return low
 

@@ -30,14 +30,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import (
+    HYPOTHESIS_AND_MIN_FREQUENCY,
+    HYPOTHESIS_AND_MIN_SCORE,
+    HYPOTHESIS_COMPLEXITY_PENALTY,
+    HYPOTHESIS_DISTINGUISHING_LIFT,
+    HYPOTHESIS_MIN_AUROC,
+    HYPOTHESIS_MIN_EFFECT,
+    HYPOTHESIS_OR_MISSING_SHARE,
+    HYPOTHESIS_SHARED_SHARE,
+)
 from lightning_maia.metrics import auroc_of_samples
 
 #: What a pair hypothesis must gain in AUROC over a single one to be preferred.
-COMPLEXITY_PENALTY = 0.02
+COMPLEXITY_PENALTY = HYPOTHESIS_COMPLEXITY_PENALTY
 #: A hypothesis is accepted when its predicted-positive images beat the rest by this much of
 #: the exemplar level (effect size) and rank above them this reliably (AUROC).
-MIN_EFFECT = 0.3
-MIN_AUROC = 0.8
+MIN_EFFECT = HYPOTHESIS_MIN_EFFECT
+MIN_AUROC = HYPOTHESIS_MIN_AUROC
 
 
 @dataclass(frozen=True)
@@ -144,15 +154,15 @@ def ranked_hypothesis(
         return None
     top = ranking[0]
     missing = [concepts for concepts in exemplar_concepts if top.concept not in concepts]
-    if len(missing) >= 0.2 * len(exemplar_concepts):
+    if len(missing) >= HYPOTHESIS_OR_MISSING_SHARE * len(exemplar_concepts):
         others = rank_concepts(missing, [])
         if others:
             second = others[0].concept
             return Hypothesis("or", (top.concept, second))
     for other in ranking[1:]:
         if (
-            other.frequency >= 0.8
-            and other.score >= 0.7
+            other.frequency >= HYPOTHESIS_AND_MIN_FREQUENCY
+            and other.score >= HYPOTHESIS_AND_MIN_SCORE
             and not same_attribute(top.concept, other.concept)
         ):
             return Hypothesis("and", (top.concept, other.concept))
@@ -174,7 +184,9 @@ def shared_concepts(
     total = max(len(everything), 1)
     lift = {c: n / len(missed) - base[c] / total for c, n in counts.items()}
     return [
-        c for c in sorted(counts, key=lambda c: (-lift[c], c)) if counts[c] >= 0.5 * len(missed)
+        c
+        for c in sorted(counts, key=lambda c: (-lift[c], c))
+        if counts[c] >= HYPOTHESIS_SHARED_SHARE * len(missed)
     ]
 
 
@@ -191,7 +203,11 @@ def distinguishing_concepts(
     hits = Counter(c for concepts in right for c in set(concepts))
     misses = Counter(c for concepts in wrong for c in set(concepts))
     lift = {c: n / len(right) - misses[c] / len(wrong) for c, n in hits.items()}
-    return [c for c in sorted(lift, key=lambda c: (-lift[c], c)) if lift[c] >= 0.5]
+    return [
+        c
+        for c in sorted(lift, key=lambda c: (-lift[c], c))
+        if lift[c] >= HYPOTHESIS_DISTINGUISHING_LIFT
+    ]
 
 
 def candidate_hypotheses(

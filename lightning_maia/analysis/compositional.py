@@ -28,6 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import (
+    COMPOSITIONAL_BEAM,
+    COMPOSITIONAL_MAX_LENGTH,
+    COMPOSITIONAL_MIN_GAIN,
+)
 
 #: Binary operators of the search; ``and_not`` is ``left AND NOT right``.
 OPERATORS: tuple[str, ...] = ("and", "or", "and_not")
@@ -110,9 +115,9 @@ def explain_mask(
     unit_mask: np.ndarray,
     concept_masks: Mapping[str, np.ndarray],
     *,
-    beam: int = 5,
-    max_length: int = 3,
-    min_gain: float = 0.01,
+    beam: int = COMPOSITIONAL_BEAM,
+    max_length: int = COMPOSITIONAL_MAX_LENGTH,
+    min_gain: float = COMPOSITIONAL_MIN_GAIN,
 ) -> Explanation:
     """The formula of ``concept_masks`` whose mask best overlaps ``unit_mask`` (IoU).
 

@@ -29,11 +29,15 @@ from torch import Tensor
 
 from lightning_maia.analysis.spurious import LinearHead, balanced_indices, head_metrics
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import (
+    DFR_C_GRID,
+    DFR_SUBSAMPLES,
+)
 
 #: The paper's grid of inverse L1 strengths.
-C_GRID: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+C_GRID: tuple[float, ...] = DFR_C_GRID
 #: Balanced subsamples whose fits are averaged (the paper uses 10 for tuning and 20 to fit).
-N_SUBSAMPLES = 10
+N_SUBSAMPLES = DFR_SUBSAMPLES
 
 
 @dataclass

@@ -26,7 +26,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lightning_maia.agents.agent_resolution import resolve_agent, resolve_backends
+from lightning_maia.agents.agent_resolution import (
+    ResolvedExperiments,
+    resolve_agent,
+    resolve_backends,
+)
 from lightning_maia.agents.records import UnitReport, reports_to_dataframe
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
@@ -275,11 +279,29 @@ def build_interpreter(
         backends.generator, backends.editor, backends.describer, preprocess, names,
         seed, on_error, progress, concurrency,
     )  # fmt: skip
-    if backends.designer is not None:
-        resolve_backends(
-            backends, "UnitInterpreter", dataset=data, class_names=names, seed=seed
-        ).install(interpreter)
+    resolved = resolve_interpreter_backends(backends, data, class_names=names, seed=seed)
+    if resolved is not None:
+        resolved.install(interpreter)
     return interpreter
+
+
+def resolve_interpreter_backends(
+    backends: Backends | None,
+    data: Dataset[Any] | None,
+    *,
+    class_names: Sequence[str] | None = None,
+    seed: int = 0,
+) -> ResolvedExperiments | None:
+    """The agent and backends a ``designer`` in ``backends`` asks for on ``data``, checked they
+    can run (:func:`~lightning_maia.agents.agent_resolution.resolve_backends`); None without a
+    designer, where the agent and backends serve as given. Raises ConfigurationError naming
+    what to configure (as ``UnitInterpreter``). With ``data`` None the result may be unsettled
+    (``settled`` False): resolve again once the data is known."""
+    given = backends or Backends()
+    if given.designer is None:
+        return None
+    names = list(class_names) if class_names is not None else None
+    return resolve_backends(given, "UnitInterpreter", dataset=data, class_names=names, seed=seed)
 
 
 def interpret_units(
@@ -347,4 +369,5 @@ __all__ = [
     "choose_units",
     "exemplar_change",
     "interpret_units",
+    "resolve_interpreter_backends",
 ]

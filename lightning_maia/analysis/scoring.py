@@ -29,6 +29,10 @@ import numpy as np
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.scientist_design import ExperimentDesigner, ProceduralDesigner
 from lightning_maia.errors import ConfigurationError, bad_option
+
+# Re-exported: the independent writer's seed offset is part of this module's API.
+from lightning_maia.evaluation_constants import INDEPENDENT_SEED_OFFSET as INDEPENDENT_SEED_OFFSET
+from lightning_maia.evaluation_constants import PREDICTIVE_IMAGES
 from lightning_maia.metrics import auroc_of_samples
 from lightning_maia.subject import Subject
 from lightning_maia.tools.toolbox import Toolbox
@@ -130,7 +134,7 @@ def predictive_score(
     designer: ExperimentDesigner | None = None,
     *,
     unit: Unit | str | None = None,
-    n: int = 16,
+    n: int = PREDICTIVE_IMAGES,
     seed: int = 0,
 ) -> PredictiveScore:
     """MAIA's predictive evaluation of ``report`` on its unit.
@@ -168,8 +172,6 @@ def predictive_score(
     )
 
 
-#: Offset of the independent writer's seed from the scoring seed (another stream of draws).
-INDEPENDENT_SEED_OFFSET = 7919
 _OBJECT_ORDER = ("colour", "texture", "size")
 
 
@@ -218,7 +220,11 @@ class IndependentPromptWriter:
 
 
 def independent_predictive_score(
-    toolbox: Toolbox, report: UnitReport, *, n: int = 16, seed: int = 0
+    toolbox: Toolbox,
+    report: UnitReport,
+    *,
+    n: int = PREDICTIVE_IMAGES,
+    seed: int = 0,
 ) -> PredictiveScore:
     """:func:`predictive_score` with :class:`IndependentPromptWriter` prompts drawn from
     ``seed + INDEPENDENT_SEED_OFFSET``; a report with no concepts or an unscorable logic

@@ -16,6 +16,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_maia.evaluation_constants import (
+    EXEMPLARS_BATCH_SIZE,
+    EXEMPLARS_IMAGES_FULL,
+    EXEMPLARS_IMAGES_QUICK,
+    EXEMPLARS_K,
+    EXEMPLARS_REPEATS,
+    EXEMPLARS_UNITS,
+)
 from lightning_maia.exemplars import compute_exemplars
 
 TABLE_KEYS = ("ratio_vs_inference", "units", "images", "peak_rss_mb", "seconds")
@@ -48,9 +56,10 @@ def _peak_rss_mb() -> float:
 
 def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
     torch.manual_seed(seed)
-    images_count = 2000 if not quick else 512
-    repeats = 3
-    batch_size, k, units = 64, 15, 512
+    images_count = EXEMPLARS_IMAGES_QUICK if quick else EXEMPLARS_IMAGES_FULL
+    repeats = EXEMPLARS_REPEATS
+    batch_size, k = EXEMPLARS_BATCH_SIZE, EXEMPLARS_K
+    units = EXEMPLARS_UNITS
     model = probe_cnn(units).eval()
     generator = torch.Generator().manual_seed(seed)
     dataset = TensorDataset(torch.rand(images_count, 3, 64, 64, generator=generator))

@@ -28,6 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lightning_maia.evaluation_constants import (
+    FAULTS_BOUNDS,
+    FAULTS_SIGTERM_EXIT_S,
+)
 from lightning_maia.testing.hostile import MODES, SCENARIOS
 
 TABLE_KEYS = (
@@ -37,8 +41,8 @@ TABLE_KEYS = (
     "max_artifact_bytes_per_unit",
     "sigterm_exit_s",
 )
-BOUNDS = {"wall_s": 90.0, "extra_peak_mb": 500.0, "artifact_bytes_per_unit": 1_000_000}
-SIGTERM_EXIT_S = 15.0
+BOUNDS = dict(FAULTS_BOUNDS)
+SIGTERM_EXIT_S = FAULTS_SIGTERM_EXIT_S
 _ROOT = Path(__file__).resolve().parents[2]
 
 

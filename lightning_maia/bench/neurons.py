@@ -53,6 +53,20 @@ from lightning_maia.analysis.scoring import (
     predictive_score,
 )
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import (
+    NEURONS_CELL_COVERAGE,
+    NEURONS_EXEMPLARS_K,
+    NEURONS_FULL,
+    NEURONS_HARD_GOALS,
+    NEURONS_HARD_MARGIN,
+    NEURONS_HARD_PER_KIND_FULL,
+    NEURONS_HARD_PER_KIND_QUICK,
+    NEURONS_MIN_GAINS,
+    NEURONS_QUICK,
+    NEURONS_RELATIVE_THRESHOLD,
+    NEURONS_STANDARD_GOAL,
+    NEURONS_VALIDATION_SEED_OFFSET,
+)
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
 from lightning_maia.subject import Subject
 from lightning_maia.tools.toolbox import Toolbox
@@ -87,21 +101,24 @@ BASELINES: tuple[str, ...] = (
 )
 
 #: (mono, or, and) neurons, and ShapesWorld images for the exemplars.
-FULL = (50, 25, 25, 2000)
-QUICK = (10, 5, 5, 1000)
+FULL = NEURONS_FULL
+QUICK = NEURONS_QUICK
 #: Out-of-grammar neurons per hard kind (full, quick).
-HARD_PER_KIND = {False: 3, True: 1}
+HARD_PER_KIND = {
+    False: NEURONS_HARD_PER_KIND_FULL,
+    True: NEURONS_HARD_PER_KIND_QUICK,
+}
 
 
 #: Unit-mask thresholds: the exemplar pass's (the maps' 0.99 quantile over the probe set), and
 #: half the mean spatial-max activation of the unit's exemplars (fixed in advance: rare
 #: concepts cover far less than 1% of cells, which a quantile threshold cannot isolate).
 THRESHOLDS: tuple[str, ...] = ("quantile", "relative")
-RELATIVE_THRESHOLD = 0.5
+RELATIVE_THRESHOLD = NEURONS_RELATIVE_THRESHOLD
 #: ``min_gain`` values the compositional baseline may take, chosen on a validation suite.
-MIN_GAINS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1)
+MIN_GAINS: tuple[float, ...] = NEURONS_MIN_GAINS
 #: The validation suite's seed is the test seed plus this.
-VALIDATION_SEED_OFFSET = 1000
+VALIDATION_SEED_OFFSET = NEURONS_VALIDATION_SEED_OFFSET
 
 
 @dataclass
@@ -149,7 +166,8 @@ def probe_masks(
             rendering = render_scene(dataset.scene(index), size)
             for concept in rendering.scene.concepts():
                 pixels = rendering.concept_mask(concept).float()[None, None]
-                cells = F.adaptive_avg_pool2d(pixels, (height, width)).flatten() >= 0.5
+                cells = F.adaptive_avg_pool2d(pixels, (height, width)).flatten()
+                cells = cells >= NEURONS_CELL_COVERAGE
                 concept_rows.setdefault(str(concept), []).append((seen + offset, cells))
         seen += len(indices)
     units = {name: torch.cat(rows, dim=1).flatten(1).numpy() for name, rows in unit_rows.items()}
@@ -232,7 +250,12 @@ def _exemplars_and_masks(
 ) -> tuple[ExemplarResult, ProbeMasks, float]:
     tic = time.perf_counter()
     exemplars = compute_exemplars(
-        model, dataset, ["neurons:*"], k=15, num_workers=0, progress=False
+        model,
+        dataset,
+        ["neurons:*"],
+        k=NEURONS_EXEMPLARS_K,
+        num_workers=0,
+        progress=False,
     )
     seconds = time.perf_counter() - tic
     masks = probe_masks(model, dataset, unit_thresholds(exemplars, len(model.specs)))
@@ -401,14 +424,16 @@ def _goals(
     def strongest(kind: str) -> float:
         return max(value(figures, kind) for figures in compositional)
 
-    if suite == "standard":
-        checks = {f"{kind}>=0.95": value(agent, kind) >= 0.95 for kind in ("mono", "or", "and")}
-    else:
-        checks = {
-            "mono>=0.90": value(agent, "mono") >= 0.90,
-            "or>=0.80": value(agent, "or") >= 0.80,
-            "and>=0.80": value(agent, "and") >= 0.80,
-            "or>=compositional+0.15": value(agent, "or") >= strongest("or") + 0.15,
-            "and>=compositional+0.15": value(agent, "and") >= strongest("and") + 0.15,
-        }
+    goals = (
+        [(kind, NEURONS_STANDARD_GOAL) for kind in ("mono", "or", "and")]
+        if suite == "standard"
+        else list(NEURONS_HARD_GOALS)
+    )
+    checks = {f"{kind}>={goal:.2f}": value(agent, kind) >= goal for kind, goal in goals}
+    if suite != "standard":
+        margin = NEURONS_HARD_MARGIN
+        for kind in ("or", "and"):
+            checks[f"{kind}>=compositional+{margin:.2f}"] = (
+                value(agent, kind) >= strongest(kind) + margin
+            )
     return {**checks, "met": all(checks.values())}

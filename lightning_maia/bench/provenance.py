@@ -5,7 +5,9 @@ runs from, ``None`` outside one), ``dirty`` (the package's source differs from t
 changed or new files; ``None`` outside a checkout), ``seeds`` (the benchmark's own list, else
 the ``--seed`` it ran with), ``argv`` and ``backbone_sha256`` (the benchmark's
 :func:`state_dict_sha256` of the backbone it used, a list parallel to ``seeds`` where each seed
-has its own, ``None`` where it uses none) to the figures, then writes them atomically.
+has its own, ``None`` where it uses none) and ``constants`` (every evaluation constant by name,
+:func:`lightning_maia.evaluation_constants.as_dict`: the protocol the figures were measured
+under) to the figures, then writes them atomically.
 
 >>> import torch
 >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
@@ -27,8 +29,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_maia import evaluation_constants
+
 #: The keys :func:`write_bench_json` guarantees in every file it writes.
-PROVENANCE_KEYS: tuple[str, ...] = ("commit", "dirty", "seeds", "argv", "backbone_sha256")
+PROVENANCE_KEYS: tuple[str, ...] = (
+    "commit",
+    "dirty",
+    "seeds",
+    "argv",
+    "backbone_sha256",
+    "constants",
+)
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -94,6 +105,7 @@ def with_provenance(
         "seeds": list(seeds) if isinstance(seeds, list | tuple) else [seed],
         "argv": list(argv),
         "backbone_sha256": figures.get("backbone_sha256"),
+        "constants": evaluation_constants.as_dict(),
     }
 
 

@@ -65,6 +65,27 @@ from lightning_maia.analysis.spurious_options import SearchBudget
 from lightning_maia.analysis.spurious_search import find_spurious_units
 from lightning_maia.bench.provenance import state_dict_sha256
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import ERASE_ENERGIES as ERASE_ENERGIES
+from lightning_maia.evaluation_constants import (
+    REFIT_C_GRID,
+    REFIT_COPIES,
+    REFIT_COPIES_QUICK,
+    REFIT_KEEPS,
+    SPURIOUS_ERM_EPOCHS,
+    SPURIOUS_ERM_FAILS_BALANCED,
+    SPURIOUS_ERM_FAILS_WORST,
+    SPURIOUS_EXEMPLARS_K,
+    SPURIOUS_GOAL_DFR_TOLERANCE,
+    SPURIOUS_GOAL_VS_ERM,
+    SPURIOUS_GOAL_VS_ERM_WORST,
+    SPURIOUS_GOAL_VS_RANDOM_K,
+    SPURIOUS_RANDOM_DRAWS,
+    SPURIOUS_SEEDS_FULL,
+    SPURIOUS_SEEDS_QUICK,
+    SPURIOUS_SPLIT_SIZES,
+    SPURIOUS_SUITES,
+    SPURIOUS_TOP_UNITS,
+)
 from lightning_maia.options import Backends
 from lightning_maia.recipes.shapes_backbone import (
     CLASSIFIER_FEATURE_LAYER,
@@ -96,20 +117,19 @@ ROWS: tuple[str, ...] = (
 )
 #: Inverse L2 strengths (on standardised features) a refit row may take: every row takes the
 #: one with the best balanced accuracy on the validation split, never the test split.
-C_GRID: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+C_GRID: tuple[float, ...] = REFIT_C_GRID
 #: Keep policies the ``maia`` row may take (verdicts whose units it keeps): the units that
 #: follow the class, as MAIA kept, or every unit not judged spurious; chosen on validation.
-KEEPS: tuple[tuple[str, ...], ...] = (("core",), ("core", "unclear"))
+KEEPS: tuple[tuple[str, ...], ...] = REFIT_KEEPS
 #: Counterfactual copies of every training item (:func:`~lightning_maia.analysis.spurious.
 #: counterfactual_augment`) the ``maia`` row may add; chosen on validation (0: plain select).
-COPIES: tuple[int, ...] = (0, 1, 3)
-#: Shares of the edits' feature-change energy the erased subspace may explain; the
-#: ``erasure`` row takes the one (with its C) that scores best on validation.
-ERASE_ENERGIES: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
+COPIES: tuple[int, ...] = REFIT_COPIES
 #: Settings (``--suite``): the background matches the shape in training with probability
 #: ``p``. ``standard`` is MAIA's; at ``shortcut`` (1 in 100 training items off the shortcut)
 #: the Lightning-trained ERM head fails (balanced accuracy 0.67, worst group 0 on seed 0).
-SUITES: dict[str, float] = {"standard": 0.95, "shortcut": 0.99}
+SUITES: dict[str, float] = dict(SPURIOUS_SUITES)
+# ERASE_ENERGIES (the ``erasure`` row's energy shares) comes from evaluation_constants as is.
+_SPLIT_SIZES = dict(SPURIOUS_SPLIT_SIZES)
 
 AGENTS: dict[str, Callable[[int], Agent]] = {
     "scientist": lambda seed: ScientistAgent(seed=seed),
@@ -121,25 +141,25 @@ class Settings:
     """Sizes of one benchmark run."""
 
     seeds: int
-    train: int = 3000
-    val: int = 800
-    test: int = 1600
-    holdout: int = 1600
+    train: int = _SPLIT_SIZES["train"]
+    val: int = _SPLIT_SIZES["val"]
+    test: int = _SPLIT_SIZES["test"]
+    holdout: int = _SPLIT_SIZES["holdout"]
     #: Units the L1 regression selects and the agent judges.
-    top: int = 50
-    random_draws: int = 5
-    erm_epochs: int = 10
-    exemplars_k: int = 15
+    top: int = SPURIOUS_TOP_UNITS
+    random_draws: int = SPURIOUS_RANDOM_DRAWS
+    erm_epochs: int = SPURIOUS_ERM_EPOCHS
+    exemplars_k: int = SPURIOUS_EXEMPLARS_K
     #: Probability that a training item lies on its class's background.
-    p: float = 0.95
+    p: float = SUITES["standard"]
     #: Counterfactual copies the ``maia`` row chooses among on validation.
     copies: tuple[int, ...] = COPIES
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 
-FULL = Settings(seeds=3)
+FULL = Settings(seeds=SPURIOUS_SEEDS_FULL)
 # Quick drops the 1-copy choice: its refits are a tenth of the run, and 0 or 3 bracket it.
-QUICK = Settings(seeds=1, copies=(0, 3))
+QUICK = Settings(seeds=SPURIOUS_SEEDS_QUICK, copies=REFIT_COPIES_QUICK)
 
 
 def run(
@@ -173,7 +193,10 @@ def run(
         spread[row] = {key: float(np.std(values)) for key, values in per_seed.items()}
     maia, maia_worst = balanced["maia"], worst["maia"]
     # The comparator is the head the user already has: the Lightning-trained ERM head.
-    erm_fails = bool(balanced["erm_head"] <= 0.85 or worst["erm_head"] <= 0.5)
+    erm_fails = bool(
+        balanced["erm_head"] <= SPURIOUS_ERM_FAILS_BALANCED
+        or worst["erm_head"] <= SPURIOUS_ERM_FAILS_WORST
+    )
     goals = {
         "erm_head_fails": erm_fails,
         "maia_vs_erm_head": maia - balanced["erm_head"],
@@ -186,10 +209,10 @@ def run(
         # Stated for the setting where the ERM head fails (``--suite shortcut``).
         "met_where_erm_fails": bool(
             erm_fails
-            and maia >= balanced["erm_head"] + 0.10
-            and maia_worst >= worst["erm_head"] + 0.25
-            and maia >= balanced["random_k"]["mean"] + 0.15
-            and maia >= balanced["dfr"] - 0.05
+            and maia >= balanced["erm_head"] + SPURIOUS_GOAL_VS_ERM
+            and maia_worst >= worst["erm_head"] + SPURIOUS_GOAL_VS_ERM_WORST
+            and maia >= balanced["random_k"]["mean"] + SPURIOUS_GOAL_VS_RANDOM_K
+            and maia >= balanced["dfr"] - SPURIOUS_GOAL_DFR_TOLERANCE
         ),
     }
     return {

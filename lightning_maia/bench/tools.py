@@ -11,6 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lightning_maia.evaluation_constants import (
+    TOOLS_EXEMPLAR_IMAGES,
+    TOOLS_REPEATS_FULL,
+    TOOLS_REPEATS_QUICK,
+)
 from lightning_maia.subject import Subject
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import ShapesWorld, build_neuron_suite
@@ -40,12 +45,12 @@ def _median_seconds(call: Callable[[], Any], repeats: int) -> float:
 
 def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
     started = time.perf_counter()
-    repeats = 5 if quick else 21
+    repeats = TOOLS_REPEATS_QUICK if quick else TOOLS_REPEATS_FULL
     model = build_neuron_suite(seed=seed)
     toolbox = Toolbox(
         Subject(model, ["neurons:*"]),
         "neurons:0",
-        exemplar_data=ShapesWorld(size=256, seed=seed),
+        exemplar_data=ShapesWorld(size=TOOLS_EXEMPLAR_IMAGES, seed=seed),
         seed=seed,
     )
     toolbox.dataset_exemplars()

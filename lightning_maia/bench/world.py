@@ -16,6 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from lightning_maia.evaluation_constants import (
+    WORLD_MAX_OBJECTS,
+    WORLD_REPEATS,
+    WORLD_SCENES_FULL,
+    WORLD_SCENES_QUICK,
+)
 from lightning_maia.world.render import render_scene
 from lightning_maia.world.scene import Scene, SceneSampler
 
@@ -26,7 +32,7 @@ TABLE_KEYS: tuple[str, ...] = (
     "seconds",
 )
 
-REPEATS = 3
+REPEATS = WORLD_REPEATS
 
 
 def _median_pass_seconds(scenes: list[Scene], size: int) -> tuple[float, float]:
@@ -45,8 +51,8 @@ def _median_pass_seconds(scenes: list[Scene], size: int) -> tuple[float, float]:
 def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
     """Rendering throughput at 64x64 and 224x224, in images per second."""
     rng = np.random.default_rng(seed)
-    sampler = SceneSampler(max_objects=3)
-    count_64, count_224 = (200, 50) if quick else (2000, 500)
+    sampler = SceneSampler(max_objects=WORLD_MAX_OBJECTS)
+    count_64, count_224 = WORLD_SCENES_QUICK if quick else WORLD_SCENES_FULL
     scenes = [sampler.sample(rng) for _ in range(count_64)]
     median_64, total_64 = _median_pass_seconds(scenes, 64)
     median_224, total_224 = _median_pass_seconds(scenes[:count_224], 224)

@@ -23,12 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_maia.agents.agent_resolution import (
-    ResolvedExperiments,
-    given_agent,
-    resolve_agent,
-    resolve_experiments,
-)
+from lightning_maia.agents.agent_resolution import ResolvedExperiments, resolve_agent
 from lightning_maia.agents.records import UnitReport
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.analysis.interpretation import (
@@ -38,6 +33,7 @@ from lightning_maia.analysis.interpretation import (
     Strategy,
     check_strategy,
     choose_units,
+    resolve_interpreter_backends,
 )
 from lightning_maia.callbacks._background import (
     BackgroundWorker,
@@ -143,7 +139,6 @@ class UnitInterpreter(Callback):
         self.agent = resolve_agent(self.backends.agent, seed)
         self.generator, self.editor = self.backends.generator, self.backends.editor
         self.describer = self.backends.describer
-        self._given_agent = given_agent(self.backends.agent, self.agent)
         self._experiments: ResolvedExperiments | None = None
         #: unit spec -> one entry per run: epoch, label, changed, status, score.
         self.history: dict[str, list[dict[str, Any]]] = {}
@@ -174,17 +169,17 @@ class UnitInterpreter(Callback):
     # -- lifecycle --------------------------------------------------------------------------
 
     def _resolve_experiments(self, data: Dataset[Any] | None) -> None:
-        """Build the agent and backends an explicit ``designer`` asks for (once)."""
-        if self.backends.designer is None or self._experiments is not None:
-            return
-        self._experiments = resolve_experiments(
-            "UnitInterpreter", agent=self._given_agent, designer=self.backends.designer,
-            dataset=data, class_names=self.exemplars.class_names, candidate_attributes=(),
-            generator=self.backends.generator, editor=self.backends.editor,
-            describer=self.backends.describer, seed=self.seed,
-        )  # fmt: skip
+        """Build the agent and backends an explicit ``designer`` asks for, as
+        :func:`interpret_units` does (once: a resolution without data is tried again when the
+        data is known)."""
         if self._experiments is not None:
-            self._experiments.install(self)
+            return
+        resolved = resolve_interpreter_backends(
+            self.backends, data, class_names=self.exemplars.class_names, seed=self.seed
+        )
+        if resolved is not None and resolved.settled:
+            self._experiments = resolved
+            resolved.install(self)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
