@@ -51,10 +51,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from lightning_maia._exemplar_cache import ExemplarCache, exemplar_cache_key
+from lightning_maia._sketch import QuantileSketch
 from lightning_maia.errors import ConfigurationError, bad_option, closest_names
-from lightning_maia.exemplar_cache import ExemplarCache, exemplar_cache_key
 from lightning_maia.recording import REDUCTIONS, ActivationRecorder, TokenLayout
-from lightning_maia.sketch import QuantileSketch
 from lightning_maia.subject import Preprocess, Subject
 from lightning_maia.units import Unit, UnitSelection, resolve_units
 from lightning_maia.world.provenance import (

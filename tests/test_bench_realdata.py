@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_maia.bench import realdata as realdata_bench
-from lightning_maia.bench.realdata import ROWS, TABLE_KEYS, Settings
+from lightning_maia.bench import _realdata as realdata_bench
+from lightning_maia.bench._realdata import ROWS, TABLE_KEYS, Settings
 from lightning_maia.cli import main
 
 TINY = Settings(seeds=2, top=6, erm_epochs=2, random_draws=5, copies=1)

@@ -6,7 +6,7 @@ fitted on held-out labelled data (``calibration_data``, or cross-fitting over ``
 never on the inputs it scores. Spurious units come from ``spurious.spurious_units``, from
 ``remover_units`` (a remover's verdicts), or from the own ``spurious_check`` of the head's most
 influential units; subgroups from the class-bias audit of the class logits (see
-:mod:`~lightning_maia.analysis.flagging_evidence`). No Trainer is needed: the
+:mod:`~lightning_maia.analysis._flagging_evidence`). No Trainer is needed: the
 :class:`~lightning_maia.callbacks.misclassification_flagger.MisclassificationFlagger` callback,
 ``lightning-maia audit`` and ``lightning-maia bench flagging`` all call it.
 
@@ -37,14 +37,15 @@ from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from lightning_maia.agents.agent_resolution import (
+from lightning_maia._options import Backends
+from lightning_maia.agents._agent_resolution import (
     ResolvedExperiments,
     resolve_agent,
     resolve_backends,
 )
-from lightning_maia.analysis import risk
-from lightning_maia.analysis.class_bias import SubgroupFinding
-from lightning_maia.analysis.flagging_evidence import (
+from lightning_maia.analysis import _risk as risk
+from lightning_maia.analysis._class_bias import SubgroupFinding
+from lightning_maia.analysis._flagging_evidence import (
     WARN,
     Experiments,
     ModelOutputs,
@@ -57,11 +58,10 @@ from lightning_maia.analysis.flagging_evidence import (
     named,
     risk_features,
 )
-from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
-from lightning_maia.analysis.masked_head import find_head
+from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
+from lightning_maia.analysis._masked_head import find_head
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import ExemplarResult
-from lightning_maia.options import Backends
 
 #: The columns of :attr:`FlaggingResult.table`, in order.
 #: Who names itself in configuration errors.
@@ -178,7 +178,7 @@ def flag(
         head: module path of the linear head (default: the model's last ``nn.Linear``).
         class_names: names of the classes in logit order (default: ``data.class_names``).
         spurious, subgroups, thresholds: the option groups (see
-            :mod:`~lightning_maia.analysis.flagging_options`).
+            :mod:`~lightning_maia.analysis._flagging_options`).
         candidate_attributes: attributes the agent varies in both audits (default: all).
         backends: the agent and image backends (offline defaults; its ``designer`` resolved
             on ``data``), or what they already resolved to.

@@ -52,12 +52,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from lightning_maia.analysis.spurious import dataset_groups
+from lightning_maia.analysis._spurious import dataset_groups
 from lightning_maia.errors import CacheError, bad_option
-from lightning_maia.world import render, scene, vocabulary
-from lightning_maia.world.datasets import SpuriousShapes, sample_scene
-from lightning_maia.world.render import render_batch
-from lightning_maia.world.vocabulary import BACKGROUND_TEXTURES, SHAPES
+from lightning_maia.world import _render as render
+from lightning_maia.world import _scene as scene
+from lightning_maia.world import _vocabulary as vocabulary
+from lightning_maia.world._datasets import SpuriousShapes, sample_scene
+from lightning_maia.world._render import render_batch
+from lightning_maia.world._vocabulary import BACKGROUND_TEXTURES, SHAPES
 
 #: The cache directory when neither ``cache_dir`` nor this environment variable names one.
 CACHE_ENV = "LIGHTNING_MAIA_BACKBONE_CACHE"
@@ -338,7 +340,7 @@ def recipe_digest() -> str:
     files (so a patched function in a running process does not move it). Any change to them
     gives new cache keys, so stale weights are never read; the torch version is left out (it
     moves weights only by float rounding)."""
-    from lightning_maia.world import datasets
+    from lightning_maia.world import _datasets as datasets
 
     digest = hashlib.sha256()
     for module, names in (
@@ -570,7 +572,7 @@ class ShapesBackboneClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A masked head saved by SpuriousFeatureRemover replaces the plain one before loading.
-        from lightning_maia.analysis.masked_head import restore_masked_heads
+        from lightning_maia.analysis._masked_head import restore_masked_heads
 
         restore_masked_heads(self, checkpoint)
 

@@ -29,21 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_maia.errors import GrammarError, ToolError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
 from lightning_maia.subject import Subject
-from lightning_maia.tools.backends.base import (
-    ImageDescriber,
-    ImageEditor,
-    ImageGenerator,
-    ImageSummarizer,
-    Usage,
-)
-from lightning_maia.tools.backends.procedural import (
-    ProceduralDescriber,
-    ProceduralEditor,
-    ProceduralGenerator,
-)
-from lightning_maia.tools.definitions import Annotated, Limits, ToolDefinition
-from lightning_maia.tools.images import ImageStore, StoredImage
-from lightning_maia.tools.results import (
+from lightning_maia.tools._definitions import Annotated, Limits, ToolDefinition
+from lightning_maia.tools._images import ImageStore, StoredImage
+from lightning_maia.tools._results import (
     EditPair,
     ExemplarImage,
     Experiment,
@@ -51,6 +39,18 @@ from lightning_maia.tools.results import (
     ImageDescription,
     Summary,
     UnitCall,
+)
+from lightning_maia.tools.backends._base import (
+    ImageDescriber,
+    ImageEditor,
+    ImageGenerator,
+    ImageSummarizer,
+    Usage,
+)
+from lightning_maia.tools.backends._procedural import (
+    ProceduralDescriber,
+    ProceduralEditor,
+    ProceduralGenerator,
 )
 from lightning_maia.units import Unit, parse_unit_spec
 from lightning_maia.world.provenance import ProvenanceStore, resolve_store

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lightning_maia.analysis.masked_head import MaskedHead, install_masked_head
+from lightning_maia.analysis._masked_head import MaskedHead, install_masked_head
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.recipes import shapes_backbone
 from lightning_maia.recipes.shapes_backbone import (

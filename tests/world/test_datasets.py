@@ -9,12 +9,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.world.datasets import UNBOUNDED_SIZE, ShapesWorld, SpuriousShapes
+from lightning_maia.world._datasets import UNBOUNDED_SIZE, ShapesWorld, SpuriousShapes
+from lightning_maia.world._render import render_scene
+from lightning_maia.world._scene import SceneSampler
+from lightning_maia.world._subgroups import DEFAULT_BIASES, BiasedShapes, PlantedSubgroup
+from lightning_maia.world._vocabulary import COLOURS, SHAPES
 from lightning_maia.world.provenance import PROVENANCE
-from lightning_maia.world.render import render_scene
-from lightning_maia.world.scene import SceneSampler
-from lightning_maia.world.subgroups import DEFAULT_BIASES, BiasedShapes, PlantedSubgroup
-from lightning_maia.world.vocabulary import COLOURS, SHAPES
 
 
 def four_sigma(p: float, n: int) -> float:
