@@ -29,8 +29,9 @@ without a scene (see :mod:`lightning_maia.world.provenance`): give a model's nor
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,11 @@ from lightning_maia.world.provenance import (
     resolve_store,
 )
 
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Unpack
+
 #: The second entry of every item's seed sequence, so splits never share an item.
 SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "holdout": 3}
 
@@ -73,6 +79,21 @@ _NOT_SCENE_CONFIG = frozenset({"transform", "store", "sample_ids", "_metadata", 
 UNBOUNDED_SIZE = 2**31 - 1
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ItemOptions(TypedDict, total=False):
+    """The keyword options every procedural dataset takes besides the settings of its scenes
+    (one definition for :class:`ShapesWorld`, :class:`SpuriousShapes` and ``BiasedShapes``)."""
+
+    #: Applied to each rendered image; a changed image is a new one, without a scene.
+    transform: Transform | None
+    #: Where rendered items are registered and sample ids resolve (None: the process default).
+    store: ProvenanceStore | None
+    #: Items are ``(image, label, sample_id)`` when True, ``(image, label)`` otherwise.
+    sample_ids: bool
+
+
+_ITEM_OPTIONS = frozenset(ItemOptions.__annotations__)
 
 _VOCABULARY: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
@@ -148,10 +169,11 @@ class ProceduralDataset(Dataset[Any]):
         seed: int,
         split: str,
         image_size: int,
-        transform: Transform | None,
-        store: ProvenanceStore | None = None,
-        sample_ids: bool = False,
+        **options: Unpack[ItemOptions],
     ) -> None:
+        unknown = sorted(set(options) - _ITEM_OPTIONS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {unknown}")
         if split not in SPLIT_OFFSETS:
             raise bad_option("split", ", ".join(SPLIT_OFFSETS), split)
         if not isinstance(size, int) or size < 1:
@@ -164,11 +186,11 @@ class ProceduralDataset(Dataset[Any]):
         self.seed = seed
         self.split = split
         self.image_size = image_size
-        self.transform = transform
+        self.transform = options.get("transform")
         #: Where rendered items are registered, and where their sample ids resolve.
-        self.store = resolve_store(store)
+        self.store = resolve_store(options.get("store"))
         #: Items are ``(image, label, sample_id)`` when True, ``(image, label)`` otherwise.
-        self.sample_ids = bool(sample_ids)
+        self.sample_ids = bool(options.get("sample_ids", False))
         self._metadata: pd.DataFrame | None = None
         self._source_id: str | None = None
         self.store.add_source(self)
@@ -346,19 +368,10 @@ class ShapesWorld(ProceduralDataset):
         label: str = "shape",
         *,
         split: str = "train",
-        transform: Transform | None = None,
-        store: ProvenanceStore | None = None,
-        sample_ids: bool = False,
+        **options: Unpack[ItemOptions],
     ) -> None:
-        super().__init__(
-            UNBOUNDED_SIZE if size is None else size,
-            seed=seed,
-            split=split,
-            image_size=image_size,
-            transform=transform,
-            store=store,
-            sample_ids=sample_ids,
-        )
+        length = UNBOUNDED_SIZE if size is None else size
+        super().__init__(length, seed=seed, split=split, image_size=image_size, **options)
         if label not in ATTRIBUTES:
             raise bad_option("label", ", ".join(ATTRIBUTES), label)
         self.unbounded = size is None
@@ -411,24 +424,13 @@ class SpuriousShapes(ProceduralDataset):
         backgrounds: Sequence[str] = ("snow", "grass", "sand", "water"),
         seed: int = 0,
         image_size: int = 64,
-        *,
-        transform: Transform | None = None,
-        store: ProvenanceStore | None = None,
-        sample_ids: bool = False,
+        **options: Unpack[ItemOptions],
     ) -> None:
-        super().__init__(
-            size,
-            seed=seed,
-            split=split,
-            image_size=image_size,
-            transform=transform,
-            store=store,
-            sample_ids=sample_ids,
-        )
+        super().__init__(size, seed=seed, split=split, image_size=image_size, **options)
         if not 0.0 <= p <= 1.0:
             raise bad_option("p", "a probability in [0, 1]", p)
-        _check_values("classes", classes, SHAPES, minimum=2)
-        _check_values("backgrounds", backgrounds, BACKGROUND_TEXTURES, minimum=2)
+        check_values("classes", classes, SHAPES, minimum=2)
+        check_values("backgrounds", backgrounds, BACKGROUND_TEXTURES, minimum=2)
         if len(backgrounds) < len(classes):
             raise bad_option(
                 "backgrounds", f"at least one per class ({len(classes)})", tuple(backgrounds)
@@ -473,7 +475,7 @@ class SpuriousShapes(ProceduralDataset):
         }
 
 
-def _check_values(
+def check_values(
     name: str, values: Sequence[str], allowed: Sequence[str], *, minimum: int = 1
 ) -> None:
     """Values must come from ``allowed``, be distinct, and number at least ``minimum``."""

@@ -33,9 +33,11 @@ import numpy as np
 
 from lightning_maia.errors import bad_option
 from lightning_maia.world._datasets import (
+    ItemOptions,
     ProceduralDataset,
-    Transform,
+    Unpack,
     attribute_value,
+    check_values,
     sample_scene,
 )
 from lightning_maia.world._scene import Concept, Scene
@@ -46,7 +48,6 @@ from lightning_maia.world._vocabulary import (
     SHAPES,
     SIZES,
 )
-from lightning_maia.world.provenance import ProvenanceStore
 
 #: Attributes a subgroup bias can be planted on (the class itself is the shape).
 BIASABLE_ATTRIBUTES: tuple[str, ...] = ("colour", "texture", "size", "background")
@@ -155,28 +156,10 @@ class BiasedShapes(ProceduralDataset):
         biases: Sequence[PlantedSubgroup] | None = None,
         *,
         classes: Sequence[str] = DEFAULT_CLASSES,
-        transform: Transform | None = None,
-        store: ProvenanceStore | None = None,
-        sample_ids: bool = False,
+        **options: Unpack[ItemOptions],
     ) -> None:
-        super().__init__(
-            size,
-            seed=seed,
-            split=split,
-            image_size=image_size,
-            transform=transform,
-            store=store,
-            sample_ids=sample_ids,
-        )
-        if (
-            isinstance(classes, str)
-            or len(classes) < 2
-            or len(set(classes)) != len(classes)
-            or any(c not in SHAPES for c in classes)
-        ):
-            raise bad_option(
-                "classes", f"at least 2 distinct shapes of {', '.join(SHAPES)}", classes
-            )
+        super().__init__(size, seed=seed, split=split, image_size=image_size, **options)
+        check_values("classes", classes, SHAPES, minimum=2)
         self.class_names = list(classes)
         self.planted_subgroups = list(DEFAULT_BIASES if biases is None else biases)
         self._train_allowed = _train_allowed_values(self.class_names, self.planted_subgroups)
