@@ -34,6 +34,7 @@ import inspect
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -309,11 +310,35 @@ def _without_docs(tree: ast.AST) -> ast.AST:
     return tree
 
 
+def _public_module_paths(tree: ast.AST) -> ast.AST:
+    """``tree`` with every imported module path read without the leading underscore of a
+    private module (``lightning_maia.world._scene`` as ``lightning_maia.world.scene``): where a
+    module lives does not change weights, and the key stays what it was before the modules
+    behind the packages were made private."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            node.module = _PRIVATE_PART.sub(r"\1", node.module)
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                alias.name = _PRIVATE_PART.sub(r"\1", alias.name)
+        if isinstance(node, ast.ImportFrom):
+            for (
+                alias
+            ) in node.names:  # ``from pkg import _mod as mod`` reads ``from pkg import mod``
+                if alias.asname is not None and alias.name == f"_{alias.asname}":
+                    alias.name, alias.asname = alias.asname, None
+    return tree
+
+
+#: The leading underscore of a private module's name in a dotted path (not of ``__future__``).
+_PRIVATE_PART = re.compile(r"(^|\.)_(?=[a-z])")
+
+
 def _code_without_docs(source: str, names: Sequence[str] | None = None) -> str:
     """The syntax tree of ``source`` (only its top-level definitions of ``names``, if given)
-    without docstrings: comments, docstrings and formatting do not change weights, so they
-    do not change the key."""
-    tree = ast.parse(source)
+    without docstrings and with public module paths: comments, docstrings, formatting and the
+    privacy of a module do not change weights, so they do not change the key."""
+    tree = _public_module_paths(ast.parse(source))
     if names is not None:
         tree.body = [node for node in tree.body if _defined_name(node) in names]
         missing = set(names) - {_defined_name(node) for node in tree.body}

@@ -185,6 +185,18 @@ def test_recipe_digest_ignores_docs_but_not_code() -> None:
         digest(base, ["f", "h"])
 
 
+def test_recipe_digest_reads_private_module_paths_as_public_ones() -> None:
+    # The modules behind the packages became private (`_scene`); the shipped weights' key
+    # must not move with that, but a different module or name still moves it.
+    public = "from __future__ import annotations\nfrom a.scene import B\nfrom a import render\n"
+    private = "from __future__ import annotations\nfrom a._scene import B\n"
+    private += "from a import _render as render\n"
+    other = "from __future__ import annotations\nfrom a._scenes import B\nfrom a import render\n"
+    digest = shapes_backbone._code_without_docs
+    assert digest(public) == digest(private) != digest(other)
+    assert digest("from a import _render\n") != digest("from a import render\n")
+
+
 def test_recipe_digest_reads_source_files_not_patched_functions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
