@@ -23,6 +23,10 @@ neurons find the scenes that the workers rendered.
 Under DDP each rank reads a strided shard; the partial results merge into what one process
 gives (ties in activation go to the lower dataset index, so the merge is order-independent).
 
+**Why one file.** The exemplar pass is one streaming loop: its per-layer state, DDP merge,
+loader settings and transform checks exist only for it (the cache is in
+:mod:`lightning_maia._exemplar_cache`).
+
 >>> import torch
 >>> from torch import nn
 >>> from torch.utils.data import TensorDataset

@@ -4,6 +4,9 @@ Functions that would consume an iterable in C (``sum``, ``sorted``, ``list``, ``
 first take at most ``max_collection_size`` items from it, so that ``sum(range(10**12))`` is refused
 instead of running for hours. ``enumerate``, ``zip``, ``map``, ``filter`` and ``reversed`` return
 lists. The rules as a whole are described in :mod:`lightning_maia.agents._sandbox`.
+
+**Why one file.** Each builtin is small and checked the same way against the limits; in one file
+the allow-list of what a program may call is read whole.
 """
 
 from __future__ import annotations

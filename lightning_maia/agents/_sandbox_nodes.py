@@ -8,6 +8,10 @@ attributes, assignment. Statements and expressions are handled node by node in
 program applies to a value goes through :meth:`Interpreter.apply`, which turns what the program
 got wrong into a :class:`~lightning_maia.agents._sandbox_rules.ProgramError`. The rules are
 described in :mod:`lightning_maia.agents._sandbox`.
+
+**Why one file.** The interpreter's state and the operations every node shares (names, calls,
+attributes, assignment, :meth:`Interpreter.apply`) are one class; the node handlers already live
+in the statements and expressions modules.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 The interpreter (:mod:`lightning_maia.agents._sandbox_nodes`) and the builtins it offers
 (:mod:`lightning_maia.agents._sandbox_builtins`) share these; the rules as a whole are described in
 :mod:`lightning_maia.agents._sandbox`.
+
+**Why one file.** Every refusal the sandbox makes, with the limits it checks, stays in one file
+so that the security boundary can be reviewed in one reading.
 """
 
 from __future__ import annotations

@@ -38,6 +38,10 @@ forces a final answer; a backend failure gives a failed report with the reason, 
   ``Authorization`` value, becomes ``[redacted]`` before anything is stored, logged, cached or
   rendered; code-mode output, tool arguments and final answers are redacted again, as a program
   can assemble the key from pieces.
+
+**Why one file.** The agent and its episode loop share the per-episode budgets and the forced
+final answer; the messages, the sandbox worker and the prompts already live in their own
+modules.
 """
 
 from __future__ import annotations

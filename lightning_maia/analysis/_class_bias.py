@@ -12,6 +12,10 @@ For worlds with planted biases, :func:`planted_recovery` says which planted subg
 found with the right attribute, and :func:`check_subgroups` which reported subgroups were not
 planted and, on labelled data, score no lower than their class's average (false positives).
 
+**Why one file.** The audit, the concepts of inputs its findings are matched against, and the
+checks against planted subgroups are one step (MAIA's section 5.2) that the flagger and the
+benchmark use together.
+
 >>> finding = SubgroupFinding("output:0", "circle", "shape=circle", "colour", "blue",
 ...                           "colour=blue", "blue circles", mean_score=0.2, class_mean=0.8)
 >>> finding.matches(frozenset({"shape=circle", "colour=blue", "size=large"})), finding.severity

@@ -23,6 +23,10 @@ gives every item of one labelled set a combined score from a combiner fitted on 
 (torchmetrics, through :mod:`lightning_maia.metrics`), and :func:`flag_reason` says in words
 why an input was flagged.
 
+**Why one file.** The baseline scores, MAIA's two pieces of evidence and the combiner fitted on
+them share one convention (higher means riskier) and one input layout, and form one step of the
+flagger.
+
 >>> risks = baseline_risks(torch.tensor([[2.0, 0.0], [0.0, 0.0]]))
 >>> {name: [round(v, 3) for v in values.tolist()] for name, values in risks.items()}
 {'msp': [0.119, 0.5], 'margin': [0.238, 1.0], 'energy': [-2.127, -0.693], 'entropy': [0.365, 0.693]}

@@ -25,6 +25,10 @@ they use. Where a backbone spreads a shortcut over many units, a strong fixed
 penalty makes every refit lean on it: :func:`choose_refit` picks the penalty by cross-validation
 on the refit's own training data (class labels only, no group labels).
 
+**Why one file.** Every step on features here goes through the one refit protocol
+(:class:`RefitProtocol`) that all rows of a comparison must share; kept in one file, that
+protocol stays one definition.
+
 >>> import torch
 >>> g = torch.Generator().manual_seed(0)
 >>> labels = torch.arange(200) % 2

@@ -22,6 +22,10 @@ two steps inside a fit; ``lightning-maia bench spurious`` calls them directly, a
 
 The options (:class:`SearchBudget`, :class:`Refit`) live in
 :mod:`lightning_maia.analysis._spurious_options`.
+
+**Why one file.** The two steps and the helpers only they share (the feature layer, the head's
+inputs, the unit table) stay together; the options, the regression and the remedies are in their
+own modules.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ aupr_error.msp + 0.08``; ``bias_recovery >= 0.9`` with at most one false positiv
 (part 2 runs on the first seed). ``--quick`` runs fewer seeds, judges fewer units, draws fewer
 bootstrap resamples and trains the CNN on fewer images; the backbones are the spurious
 benchmark's (shipped for seeds 0-2, else pretrained on first use, counted in the time).
+
+**Why one file.** One command with two parts that share its sizes, seeds and the JSON they
+write.
 """
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ levels and adds ``accuracy_by_noise``), the agent's mean ``predictive_auroc`` (M
 predictive score, prompts from the agent's own designer) and ``independent_auroc`` (prompts
 from :class:`~lightning_maia.analysis._scoring.IndependentPromptWriter`, another seed and
 grammar path), ``seconds_per_unit``, ``images_per_unit``, ``n_neurons`` and ``goals``.
+
+**Why one file.** One benchmark: its baselines (netdissect, compositional) share the probe masks
+computed here once per suite, and splitting them would pass those masks across modules for no
+reader's gain.
 """
 
 from __future__ import annotations

@@ -26,6 +26,10 @@ cross-validation on the row's own training data, class labels only (a fixed stro
 every refit on these entangled features lean on the colour, even on every unit). The erase
 energy is the library's; nothing is chosen on this test split. Goals, every seed: see
 :data:`GOALS`; the JSON says per seed which were met.
+
+**Why one file.** One benchmark read top-down (data, model, rows, goals); its dataset is in
+:mod:`lightning_maia.bench._tinted_digits` and its pipeline in the library, so what stays here
+is this benchmark alone.
 """
 
 from __future__ import annotations

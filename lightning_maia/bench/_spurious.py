@@ -35,6 +35,9 @@ Two settings (``--suite``, :data:`SUITES`): ``standard`` (p=0.95, as MAIA's) and
 (p=0.99, where the ERM head fails; ``bench all`` runs both, writing ``spurious.json`` and
 ``spurious_shortcut.json``). Full mode runs 3 backbone seeds and reports the mean and
 ``spread_over_seeds`` (std); ``--quick`` uses one.
+
+**Why one file.** One benchmark read top-down: its rows and the choice of their constants on the
+validation split belong together, so that no row can be given a protocol the others do not get.
 """
 
 from __future__ import annotations

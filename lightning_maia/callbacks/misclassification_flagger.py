@@ -8,6 +8,10 @@ to run (at validation end every ``every_n_epochs`` epochs, at fit end, or from a
 on every rank and the pipeline on rank zero, broadcasts the figures, logs them (scalars, tables,
 thumbnails, the HTML report) and keeps the gate's decision across resumes.
 
+**Why one file.** One callback per file, as in Lightning; the pipeline is in
+:mod:`lightning_maia.analysis.flagging`, and what is left here is the callback's options, hooks,
+state and logging.
+
 >>> flagger = MisclassificationFlagger(thresholds=Thresholds(top_n=5, max_flagged_rate=0.2))
 >>> flagger.state_key
 "MisclassificationFlagger{'when': 'validation', 'head': None, 'flag_threshold': 0.5}"

@@ -21,6 +21,10 @@ report. Rank zero decides; the decision (weights, mask, projection) is broadcast
 installs the same head. Logged: a unit table, before/after accuracy, balanced accuracy and
 worst-group accuracy where the validation data has group labels, and the HTML report.
 
+**Why one file.** One callback per file, as in Lightning; the search and the remedies are in
+:mod:`lightning_maia.analysis.spurious_search`, and what is left here is the callback's options,
+hooks, state, broadcast and logging.
+
 >>> from lightning_maia.analysis._spurious_options import Refit, SearchBudget
 >>> remover = SpuriousFeatureRemover(budget=SearchBudget(k=20), refit=Refit(remedy="erase"))
 >>> remover.state_key

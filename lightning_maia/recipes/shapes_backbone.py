@@ -20,6 +20,10 @@ retrained on Spawrious. This recipe is its procedural-world counterpart, shared 
    ERM model, which leans on the background.
 4. :func:`extract_features` — the penultimate features, labels and group labels of a split.
 
+**Why one file.** :func:`recipe_digest` reads the pretraining definitions
+(``_RECIPE_DEFINITIONS``) from this module's own source, so the network, its pretraining and the
+weight cache keyed by them stay in one file: moving them would have to move that key with them.
+
 >>> config = BackboneConfig(widths=(4, 4, 4, 8), images=8, epochs=1)
 >>> backbone = ShapesBackbone(config.widths)
 >>> tuple(backbone(torch.rand(2, 3, 64, 64)).shape), backbone.feature_layer

@@ -6,6 +6,9 @@ response, or with what a callable returns for the request's JSON. Responses can 
 HTTP error status (429 with ``Retry-After``, 500, ...), a delay, a body that is not JSON, a reply
 without choices, a dropped connection.
 
+**Why one file.** The server, its request handler and the scripted replies it serves are one
+test double, used together.
+
 >>> with ChatServer([text_reply("a red circle")]) as server:
 ...     import json, urllib.request
 ...     body = json.dumps({"model": "m", "messages": []}).encode()

@@ -6,6 +6,10 @@ the JSON schema for function calling and the Python signature for code mode
 (:meth:`Toolbox.definitions`). Mistakes an agent can make (an unknown id, a prompt the
 generator cannot parse, a bad argument) raise :class:`ToolError` with a message fit to show it.
 
+**Why one file.** The Toolbox is one class whose every public method is a tool the agents see,
+so the tool API reads in one place; the definitions, the image store and the result records it
+uses are in their own modules.
+
 >>> from lightning_maia.world import build_neuron_suite
 >>> model = build_neuron_suite(seed=0, n_mono=1, n_or=0, n_and=0)
 >>> toolbox = Toolbox(Subject(model, ["neurons:0"]), "neurons:0")

@@ -18,6 +18,10 @@ without a scene (see :mod:`lightning_maia.world.provenance`): give a model's nor
 
 ``metadata`` gives one row per item, computed from scenes without rendering.
 
+**Why one file.** The shared dataset machinery (:class:`ProceduralDataset`: seeds, rendering,
+provenance, sample ids, metadata) and the two datasets built directly on it; ``BiasedShapes`` is
+in :mod:`lightning_maia.world._subgroups`.
+
 >>> data = ShapesWorld(size=8, seed=0)
 >>> image, label = data[3]
 >>> tuple(image.shape), image.dtype, data.class_names[label] == data.scene(3).objects[0].shape

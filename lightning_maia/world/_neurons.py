@@ -28,6 +28,10 @@ any other object, below 10% of the on-concept peak) both drawn from ``(seed, spe
 ``e_n`` a standard normal drawn from a hash of the image's pixels, the neuron and the cell, so
 repeated calls, batches and processes agree. With the default ``noise_std = 0.02`` a neuron
 peaks near ``g_n`` (0.5 to 1.3) where its concept is, and stays under about 0.16 elsewhere.
+
+**Why one file.** One model in one file: the response function above, the spec it reads, the
+noise it hashes and the layer that computes it; the suites that build neurons are in
+:mod:`lightning_maia.world._neuron_suite`.
 """
 
 from __future__ import annotations
