@@ -9,15 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_maia.reporting._html_report import (
-    ReportImage,
-    _e,
-    _Encoder,
-    _figure,
-    _number,
-    _table,
-)
+from lightning_maia.reporting._html_report import _e, _figure, _number, _table
+from lightning_maia.reporting._images import _Encoder
 from lightning_maia.reporting._junit import CheckResult
+from lightning_maia.reporting._report_content import ReportImage
 
 
 @dataclass

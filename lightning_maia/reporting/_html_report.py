@@ -5,6 +5,11 @@ inline, and a Content-Security-Policy admits only that script (by hash) and ``da
 Every string that a model or a user wrote (labels, descriptions, observations, tool arguments,
 captions, unit names, title, meta) is HTML-escaped; none reaches a script.
 
+What the page shows is data in :mod:`lightning_maia.reporting._report_content`; the inline PNGs
+come from :mod:`lightning_maia.reporting._images`. **Why one file.** What is left is the page's
+HTML alone, one writer per part of the page read top-down, so that every place a string enters
+the page (and is escaped) is in one file.
+
 >>> from lightning_maia.agents._records import UnitReport
 >>> report = UnitReport("layer4:17", "describe_unit", "scientist", label="<b>red</b> stars")
 >>> page = render_report([UnitSection(report)], "epoch 3")
@@ -17,144 +22,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
 import json
 import math
 import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch import Tensor
-
 from lightning_maia.agents._records import Step, UnitReport
 from lightning_maia.errors import bad_option
-from lightning_maia.exemplars import mask_images
+from lightning_maia.reporting._images import _Encoder
+from lightning_maia.reporting._report_content import FlaggedInput, ReportImage, UnitSection
+from lightning_maia.reporting._report_content import (  # re-exported: callers import it here
+    sections_from_toolbox as sections_from_toolbox,
+)
 from lightning_maia.tools._results import Experiment
-from lightning_maia.tools.toolbox import Toolbox
 
 if TYPE_CHECKING:
     from lightning_maia.reporting._audit_sections import AuditFindings
 
-#: Images wider or taller than this are shrunk to it (pixels) before encoding.
-MAX_IMAGE_SIDE = 256
 #: Images smaller than this (pixels) are drawn with ``image-rendering: pixelated``.
 PIXELATED_BELOW = 128
-#: How much of its brightness a pixel outside an image's mask keeps.
-MASK_DIM = 0.25
-
-
-@dataclass
-class ReportImage:
-    """One picture of the report, with what it showed."""
-
-    #: Float (3, H, W) in [0, 1] (a tensor or array), or encoded PNG bytes.
-    image: Tensor | np.ndarray | bytes
-    #: Where it came from, e.g. "dataset item 142" or "text2image 'a red star' (seed 3)".
-    caption: str = ""
-    #: The unit's activation on it, where measured.
-    activation: float | None = None
-    #: Bool (H, W): the region the unit highlighted; pixels outside it are dimmed.
-    mask: Tensor | np.ndarray | None = None
-    #: Words for the (highlighted region of the) image, where described.
-    description: str = ""
-
-
-@dataclass
-class FlaggedInput:
-    """One input the MisclassificationFlagger flagged, as its report lists it."""
-
-    #: The input's position in the scored dataset.
-    index: int
-    label: str
-    prediction: str
-    #: The MAIA risk: the estimated probability that the prediction is wrong.
-    risk: float
-    #: Why it was flagged, in words.
-    reason: str
-    #: Float (3, H, W) in [0, 1], or None to list the input without a thumbnail.
-    image: Tensor | np.ndarray | bytes | None = None
-
-
-@dataclass
-class UnitSection:
-    """Everything the report shows for one unit and task."""
-
-    report: UnitReport
-    #: The unit's dataset exemplars, highest activation first.
-    exemplars: list[ReportImage] = field(default_factory=list)
-    #: The images of ``report.evidence`` by image id.
-    experiment_images: dict[str, ReportImage] = field(default_factory=dict)
-    #: The unit's label per epoch, oldest first: dicts such as ``{"epoch": 2, "label": "stars",
-    #: "changed": True}``; a true ``changed`` marks where the description drifted.
-    history: list[dict[str, Any]] = field(default_factory=list)
-    #: A score computed outside the run (e.g. a description's predictive AUROC); when None,
-    #: the report's own score is shown.
-    score: float | None = None
-
-    @property
-    def shown_score(self) -> float | None:
-        return self.score if self.score is not None else self.report.score
-
-
-def sections_from_toolbox(
-    report: UnitReport,
-    toolbox: Toolbox,
-    *,
-    history: Sequence[Mapping[str, Any]] = (),
-    score: float | None = None,
-) -> UnitSection:
-    """The section of ``report`` with the images of the ``toolbox`` it ran on: the exemplars
-    the run fetched (with their masks) and every image its experiments name.
-
-    Ids a toolbox does not hold are skipped (they show as text only); exemplars are not
-    computed here when the run never asked for them.
-    """
-    descriptions = {
-        image_id: text
-        for experiment in report.evidence
-        for image_id, text in experiment.descriptions.items()
-    }
-    # One ReportImage per id, so that an image shown twice is encoded once.
-    images = {
-        stored.id: _report_image(stored.id, toolbox, descriptions) for stored in toolbox.images
-    }
-    wanted = dict.fromkeys(
-        image_id for experiment in report.evidence for image_id in experiment.image_ids
-    )
-    return UnitSection(
-        report=report,
-        exemplars=[images[s.id] for s in toolbox.images if s.source == "exemplar"],
-        experiment_images={image_id: images[image_id] for image_id in wanted if image_id in images},
-        history=[dict(entry) for entry in history],
-        score=score,
-    )
-
-
-def _report_image(image_id: str, toolbox: Toolbox, descriptions: Mapping[str, str]) -> ReportImage:
-    stored = toolbox.images.get(image_id)
-    caption = stored.provenance()
-    result = toolbox.exemplar_result if stored.source == "exemplar" else None
-    name_of = getattr(result.dataset, "item_name", None) if result is not None else None
-    if callable(name_of) and stored.dataset_index is not None:
-        # An exemplar is named by its file (an image folder), its dataset index kept after it.
-        caption = f"{name_of(stored.dataset_index)} ({caption})"
-    return ReportImage(
-        image=stored.image,
-        caption=caption,
-        activation=stored.activation,
-        mask=stored.mask,
-        description=descriptions.get(image_id, ""),
-    )
 
 
 def render_report(
@@ -572,59 +464,3 @@ def _step_log(steps: Sequence[Step]) -> str:
         f'<details class="steps"><summary>Step log ({_plural(len(steps), "step")})</summary>'
         f'<ol class="steps">{"".join(items)}</ol></details>'
     )
-
-
-# -- images ----------------------------------------------------------------------------------
-
-
-class _Encoder:
-    """PNG data URIs, each image encoded once per page however often it is shown."""
-
-    def __init__(self) -> None:
-        self._done: dict[int, tuple[str, int, int]] = {}
-        self._keep: list[ReportImage] = []  # holds the images so that their ids stay unique
-
-    def encode(self, image: ReportImage) -> tuple[str, int, int]:
-        key = id(image)
-        if key not in self._done:
-            png, width, height = encode_png(image)
-            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            self._done[key] = (uri, width, height)
-            self._keep.append(image)
-        return self._done[key]
-
-
-def encode_png(image: ReportImage) -> tuple[bytes, int, int]:
-    """PNG bytes of ``image`` (masked and shrunk to :data:`MAX_IMAGE_SIDE`), width and height."""
-    if isinstance(image.image, bytes) and image.mask is None:
-        with Image.open(io.BytesIO(image.image)) as decoded:
-            return image.image, decoded.width, decoded.height
-    pixels = _as_chw(image.image)
-    if image.mask is not None:
-        mask = torch.as_tensor(image.mask).bool()
-        if tuple(mask.shape) != tuple(pixels.shape[-2:]):
-            mask = F.interpolate(mask[None, None].float(), size=pixels.shape[-2:], mode="nearest")[
-                0, 0
-            ].bool()
-        pixels = mask_images(pixels[None], mask[None], dim=MASK_DIM)[0]
-    array = (pixels.clamp(0.0, 1.0).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
-    picture = Image.fromarray(array, mode="RGB")
-    if max(picture.size) > MAX_IMAGE_SIDE:
-        picture.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue(), picture.width, picture.height
-
-
-def _as_chw(image: Tensor | np.ndarray | bytes) -> Tensor:
-    """Float (3, H, W) in [0, 1] from a tensor or array ((3|1, H, W) or (H, W)) or PNG bytes."""
-    if isinstance(image, bytes):
-        with Image.open(io.BytesIO(image)) as decoded:
-            array = np.asarray(decoded.convert("RGB"), dtype=np.float32) / 255.0
-        return torch.from_numpy(array).permute(2, 0, 1)
-    pixels = torch.as_tensor(image).detach().float().cpu()
-    if pixels.ndim == 2:
-        pixels = pixels[None]
-    if pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
-        raise bad_option("image", "a (3, H, W), (1, H, W) or (H, W) image", tuple(pixels.shape))
-    return pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels

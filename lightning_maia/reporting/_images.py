@@ -1,4 +1,5 @@
-"""Image grids and PNG files for the loggers, without torchvision.
+"""Image grids and PNG files for the loggers, and the HTML report's inline PNGs, without
+torchvision.
 
 Display images are float tensors (3, H, W) in [0, 1] (a single channel (1, H, W) is shown as
 grey; uint8 tensors in [0, 255] are taken as they are). Pixels are clamped to [0, 1] and rounded
@@ -13,16 +14,20 @@ to 8 bits once, here, so every logger stores the same bytes.
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from lightning_maia.errors import bad_option
+from lightning_maia.exemplars import mask_images
+from lightning_maia.reporting._report_content import ReportImage
 
 
 def make_grid(
@@ -109,3 +114,64 @@ def save_png(image: Tensor, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(to_png_bytes(image))
     return path
+
+
+# -- the HTML report's images ---------------------------------------------------------
+
+#: Images wider or taller than this are shrunk to it (pixels) before encoding.
+MAX_IMAGE_SIDE = 256
+#: How much of its brightness a pixel outside an image's mask keeps.
+MASK_DIM = 0.25
+
+
+class _Encoder:
+    """PNG data URIs, each image encoded once per page however often it is shown."""
+
+    def __init__(self) -> None:
+        self._done: dict[int, tuple[str, int, int]] = {}
+        self._keep: list[ReportImage] = []  # holds the images so that their ids stay unique
+
+    def encode(self, image: ReportImage) -> tuple[str, int, int]:
+        key = id(image)
+        if key not in self._done:
+            png, width, height = encode_png(image)
+            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            self._done[key] = (uri, width, height)
+            self._keep.append(image)
+        return self._done[key]
+
+
+def encode_png(image: ReportImage) -> tuple[bytes, int, int]:
+    """PNG bytes of ``image`` (masked and shrunk to :data:`MAX_IMAGE_SIDE`), width and height."""
+    if isinstance(image.image, bytes) and image.mask is None:
+        with Image.open(io.BytesIO(image.image)) as decoded:
+            return image.image, decoded.width, decoded.height
+    pixels = _as_chw(image.image)
+    if image.mask is not None:
+        mask = torch.as_tensor(image.mask).bool()
+        if tuple(mask.shape) != tuple(pixels.shape[-2:]):
+            mask = F.interpolate(mask[None, None].float(), size=pixels.shape[-2:], mode="nearest")[
+                0, 0
+            ].bool()
+        pixels = mask_images(pixels[None], mask[None], dim=MASK_DIM)[0]
+    array = (pixels.clamp(0.0, 1.0).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    picture = Image.fromarray(array, mode="RGB")
+    if max(picture.size) > MAX_IMAGE_SIDE:
+        picture.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue(), picture.width, picture.height
+
+
+def _as_chw(image: Tensor | np.ndarray | bytes) -> Tensor:
+    """Float (3, H, W) in [0, 1] from a tensor or array ((3|1, H, W) or (H, W)) or PNG bytes."""
+    if isinstance(image, bytes):
+        with Image.open(io.BytesIO(image)) as decoded:
+            array = np.asarray(decoded.convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1)
+    pixels = torch.as_tensor(image).detach().float().cpu()
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
+        raise bad_option("image", "a (3, H, W), (1, H, W) or (H, W) image", tuple(pixels.shape))
+    return pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels

@@ -20,7 +20,8 @@ from typing import Any
 from lightning_maia.agents._records import UnitReport, reports_to_dataframe
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.reporting._audit_sections import AuditFindings, FlaggedInput, flagged_rows
-from lightning_maia.reporting._html_report import ReportImage, UnitSection, encode_png
+from lightning_maia.reporting._images import encode_png
+from lightning_maia.reporting._report_content import ReportImage, UnitSection
 
 RESULTS_FILE = "results.json"
 FORMAT = 1

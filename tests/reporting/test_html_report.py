@@ -18,15 +18,9 @@ from PIL import Image
 
 from lightning_maia.agents._records import Step, ToolCallRecord, UnitReport
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.reporting._html_report import (
-    MAX_IMAGE_SIDE,
-    ReportImage,
-    UnitSection,
-    render_report,
-    sections_from_toolbox,
-    unit_anchor,
-    write_report,
-)
+from lightning_maia.reporting._html_report import render_report, unit_anchor, write_report
+from lightning_maia.reporting._images import MAX_IMAGE_SIDE
+from lightning_maia.reporting._report_content import ReportImage, UnitSection, sections_from_toolbox
 from lightning_maia.subject import Subject
 from lightning_maia.tools._results import Experiment
 from lightning_maia.tools.backends._base import Usage
