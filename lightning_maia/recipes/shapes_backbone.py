@@ -314,7 +314,7 @@ def _without_docs(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def _public_module_paths(tree: ast.AST) -> ast.AST:
+def _public_module_paths(tree: ast.Module) -> ast.Module:
     """``tree`` with every imported module path read without the leading underscore of a
     private module (``lightning_maia.world._scene`` as ``lightning_maia.world.scene``): where a
     module lives does not change weights, and the key stays what it was before the modules
