@@ -316,9 +316,9 @@ def _without_docs(tree: ast.AST) -> ast.AST:
 
 def _public_module_paths(tree: ast.Module) -> ast.Module:
     """``tree`` with every imported module path read without the leading underscore of a
-    private module (``lightning_maia.world._scene`` as ``lightning_maia.world.scene``): where a
-    module lives does not change weights, and the key stays what it was before the modules
-    behind the packages were made private."""
+    private module (``world._scene`` as ``world.scene``): where a module lives does not change
+    weights, and the key stays what it was before the modules behind the packages were made
+    private."""
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
             node.module = _PRIVATE_PART.sub(r"\1", node.module)
