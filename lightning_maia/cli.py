@@ -58,7 +58,7 @@ def _comma_list(text: str) -> list[str]:
 
 def _add_audit_parser(commands: Any) -> None:
     from lightning_maia.agents.scientist_designers import DESIGNERS
-    from lightning_maia.recipes.backend_registry import describe_backends
+    from lightning_maia.recipes._backend_registry import describe_backends
 
     audit = commands.add_parser(
         "audit",
@@ -164,7 +164,7 @@ def _print_table(name: str, figures: dict[str, Any]) -> None:
 
 def _run_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from lightning_maia.bench import get_benchmark
-    from lightning_maia.bench.provenance import git_state, write_bench_json
+    from lightning_maia.bench._provenance import git_state, write_bench_json
 
     # The checkout as it was when the code was imported, not after edits made while it ran.
     git = git_state()
@@ -207,7 +207,7 @@ def _bench_jobs(args: argparse.Namespace) -> list[tuple[str, str, dict[str, str]
 
 
 def _run_audit(args: argparse.Namespace) -> int:
-    from lightning_maia.recipes.audit import AuditOptions, run_audit
+    from lightning_maia.recipes._audit import AuditOptions, run_audit
 
     # A model or preprocess module beside the user (``my_models.py``) imports without PYTHONPATH.
     here = os.getcwd()
@@ -254,7 +254,7 @@ def _run_audit(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from lightning_maia.recipes.demo import print_summary, run_demo
+    from lightning_maia.recipes._demo import print_summary, run_demo
 
     summary = run_demo(args.out, quick=args.quick, seed=args.seed, cache_dir=args.cache_dir)
     print_summary(summary)
@@ -262,8 +262,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from lightning_maia.reporting.html_report import write_report
-    from lightning_maia.reporting.results_store import load_audit, load_results
+    from lightning_maia.reporting._html_report import write_report
+    from lightning_maia.reporting._results_store import load_audit, load_results
 
     sections, meta = load_results(args.results)
     target = args.out or (args.results / "report.html")

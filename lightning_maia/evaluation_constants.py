@@ -5,7 +5,7 @@ benchmark sizes, seeds, regularisation grids, shortcut rates and goals live here
 constants; the modules that use them import them from here (under their old local names, so
 ``ScientistAgent``'s ``HIT_LEVEL`` is still ``scientist.HIT_LEVEL``). Every benchmark JSON
 records them all under ``constants`` (:func:`as_dict`, through
-:func:`lightning_maia.bench.provenance.with_provenance`), so a figure can be read against the
+:func:`lightning_maia.bench._provenance.with_provenance`), so a figure can be read against the
 protocol that produced it.
 
 Provenance, as each comment states it:
@@ -53,7 +53,7 @@ SCIENTIST_NEUTRAL_IMAGES = 32
 SCIENTIST_MAX_CANDIDATES = 4
 SCIENTIST_MAX_ROUNDS = 3
 
-# -- offline scientist: accepting a hypothesis (agents/scientist_hypotheses.py) ---------------
+# -- offline scientist: accepting a hypothesis (agents/_scientist_hypotheses.py) ---------------
 
 #: What a pair hypothesis must gain in AUROC over a single one to be preferred. Design default:
 #: an Occam margin, so noise does not turn a single concept into an OR / AND.
@@ -75,7 +75,7 @@ HYPOTHESIS_SHARED_SHARE = 0.5
 #: A concept distinguishes right from wrong when its frequency differs by at least this.
 HYPOTHESIS_DISTINGUISHING_LIFT = 0.5
 
-# -- offline scientist: audits (agents/scientist_audits.py) ----------------------------------
+# -- offline scientist: audits (agents/_scientist_audits.py) ----------------------------------
 
 #: A main effect at least this large (share of the grid's range) is one the unit follows.
 #: Design default.
@@ -94,7 +94,7 @@ AUDIT_LOW_GAP_SHARE = 0.2
 #: ... and this many standard errors of the noise. Design default (a 3-sigma rule).
 AUDIT_LOW_GAP_NOISE = 3.0
 
-# -- scoring descriptions (analysis/scoring.py, analysis/compositional.py) -------------------
+# -- scoring descriptions (analysis/_scoring.py, analysis/compositional.py) -------------------
 
 #: Images per prompt group (positive and neutral) in MAIA's predictive score. Design default.
 PREDICTIVE_IMAGES = 16
@@ -109,7 +109,7 @@ COMPOSITIONAL_MAX_LENGTH = 3
 #: chooses its own from :data:`NEURONS_MIN_GAINS` on validation). Design default.
 COMPOSITIONAL_MIN_GAIN = 0.01
 
-# -- DFR baseline (analysis/dfr.py) -----------------------------------------------------------
+# -- DFR baseline (analysis/_dfr.py) -----------------------------------------------------------
 
 #: Kirichenko et al. 2023 (DFR): the paper's grid of inverse L1 strengths; C is chosen by
 #: worst-group accuracy on half the held-out split.
@@ -118,7 +118,7 @@ DFR_C_GRID: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 #: here 10 for both (cost on two CPU cores).
 DFR_SUBSAMPLES = 10
 
-# -- bench neurons (bench/neurons.py) ---------------------------------------------------------
+# -- bench neurons (bench/_neurons.py) ---------------------------------------------------------
 
 #: (mono, or, and) neurons and ShapesWorld probe images: MAIA's synthetic-neuron suite has 50
 #: single-concept, 25 OR and 25 AND neurons (paper); 2000 probe images is a design default.
@@ -151,7 +151,7 @@ NEURONS_HARD_GOALS: tuple[tuple[str, float], ...] = (("mono", 0.90), ("or", 0.80
 #: ... and the margin over the stronger compositional baseline on OR and AND.
 NEURONS_HARD_MARGIN = 0.15
 
-# -- bench spurious (bench/spurious.py) -------------------------------------------------------
+# -- bench spurious (bench/_spurious.py) -------------------------------------------------------
 
 #: Inverse L2 strengths (on standardised features) a refit row may take; each row takes the one
 #: with the best balanced accuracy on the validation split. Design grid (half-decades).
@@ -199,7 +199,7 @@ SPURIOUS_GOAL_VS_ERM_WORST = 0.25
 SPURIOUS_GOAL_VS_RANDOM_K = 0.15
 SPURIOUS_GOAL_DFR_TOLERANCE = 0.05
 
-# -- bench faults (bench/faults.py) ------------------------------------------------------------
+# -- bench faults (bench/_faults.py) ------------------------------------------------------------
 
 #: Issue bounds on a fit whose agent fails: wall seconds, extra peak RSS (MB), artifact bytes per
 #: unit.
@@ -211,7 +211,7 @@ FAULTS_BOUNDS: tuple[tuple[str, float], ...] = (
 #: Issue bound: seconds from SIGTERM (sent while the agent runs an endless program) to the exit.
 FAULTS_SIGTERM_EXIT_S = 15.0
 
-# -- timing benchmarks: sizes (bench/exemplars.py, bench/tools.py, bench/world.py) -------------
+# -- timing benchmarks: sizes (bench/_exemplars.py, bench/_tools.py, bench/_world.py) -------------
 
 #: Exemplar pass: images (full, quick), passes timed, batch size, k, probed channels.
 EXEMPLARS_IMAGES_FULL = 2000

@@ -23,6 +23,10 @@ neurons find the scenes that the workers rendered.
 Under DDP each rank reads a strided shard; the partial results merge into what one process
 gives (ties in activation go to the lower dataset index, so the merge is order-independent).
 
+**Why one file.** The exemplar pass is one streaming loop: its per-layer state, DDP merge,
+loader settings and transform checks exist only for it (the cache is in
+:mod:`lightning_maia._exemplar_cache`).
+
 >>> import torch
 >>> from torch import nn
 >>> from torch.utils.data import TensorDataset
@@ -51,10 +55,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from lightning_maia._exemplar_cache import ExemplarCache, exemplar_cache_key
+from lightning_maia._sketch import QuantileSketch
 from lightning_maia.errors import ConfigurationError, bad_option, closest_names
-from lightning_maia.exemplar_cache import ExemplarCache, exemplar_cache_key
 from lightning_maia.recording import REDUCTIONS, ActivationRecorder, TokenLayout
-from lightning_maia.sketch import QuantileSketch
 from lightning_maia.subject import Preprocess, Subject
 from lightning_maia.units import Unit, UnitSelection, resolve_units
 from lightning_maia.world.provenance import (

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from lightning_maia import cli
-from lightning_maia.analysis.risk import L2_CANDIDATES, MAIA_FEATURES
-from lightning_maia.bench import BENCHMARKS, flagging
-from lightning_maia.bench.spurious import Settings as SpuriousSettings
+from lightning_maia.analysis._risk import L2_CANDIDATES, MAIA_FEATURES
+from lightning_maia.bench import BENCHMARKS
+from lightning_maia.bench import _flagging as flagging
+from lightning_maia.bench._spurious import Settings as SpuriousSettings
 from lightning_maia.recipes.shapes_backbone import CACHE_ENV, BackboneConfig
-from lightning_maia.world.subgroups import DEFAULT_CLASSES
+from lightning_maia.world._subgroups import DEFAULT_CLASSES
 
 TINY = flagging.Sizes(
     checked_units=2, biased_train=96, biased_test=60, epochs=1, seeds=2, bootstrap=20
@@ -32,7 +33,7 @@ def test_quick_writes_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(flagging, "SPURIOUS", TINY_SPURIOUS)
     out = tmp_path / "flagging.json"
     assert cli.main(["bench", "flagging", "--quick", "--out", str(out)]) == 0
-    assert BENCHMARKS["flagging"] == "lightning_maia.bench.flagging"
+    assert BENCHMARKS["flagging"] == "lightning_maia.bench._flagging"
     # A backbone per seed was pretrained into the cache the test named, nowhere else.
     assert len(list((tmp_path / "backbones").glob("shapes-backbone-*.pt"))) == 2
     figures = json.loads(out.read_text())

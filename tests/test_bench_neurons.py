@@ -14,7 +14,7 @@ from torch import nn
 from lightning_maia import cli
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.tasks import TaskSpec
-from lightning_maia.bench.neurons import (
+from lightning_maia.bench._neurons import (
     compositional_report,
     netdissect_report,
     probe_masks,
@@ -25,7 +25,7 @@ from lightning_maia.subject import Subject
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.units import Unit
 from lightning_maia.world import Concept, NeuronSpec, ShapesWorld, SyntheticNeuronModel
-from lightning_maia.world.neurons import SyntheticNeuronLayer
+from lightning_maia.world._neurons import SyntheticNeuronLayer
 
 
 def test_quick_writes_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_maia.bench.overhead import _last_study
+from lightning_maia.bench._overhead import _last_study
 
 
 def test_the_last_study_is_timed_from_its_own_requests_and_report(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lightning_maia import cli, evaluation_constants
-from lightning_maia.bench.provenance import (
+from lightning_maia.bench._provenance import (
     PROVENANCE_KEYS,
     git_state,
     state_dict_sha256,

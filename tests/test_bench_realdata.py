@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lightning_maia.analysis.dfr import C_GRID
-from lightning_maia.bench import realdata as realdata_bench
-from lightning_maia.bench.realdata import ROWS, SUITES, TABLE_KEYS, Settings, settings_for
+from lightning_maia.analysis._dfr import C_GRID
+from lightning_maia.bench import _realdata as realdata_bench
+from lightning_maia.bench._realdata import ROWS, SUITES, TABLE_KEYS, Settings, settings_for
 from lightning_maia.cli import main
 from lightning_maia.errors import ConfigurationError
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_maia.bench import spurious as spurious_bench
-from lightning_maia.bench.spurious import ROWS, TABLE_KEYS, Settings
+from lightning_maia.bench import _spurious as spurious_bench
+from lightning_maia.bench._spurious import ROWS, TABLE_KEYS, Settings
 from lightning_maia.cli import main
 from lightning_maia.recipes import shapes_backbone
 from lightning_maia.recipes.shapes_backbone import CACHE_ENV, BackboneConfig

@@ -308,7 +308,7 @@ def test_the_report_shows_checks_and_flagged_inputs_in_chromium(
 def test_a_registry_describer_reads_the_photos_over_http(
     in_workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightning_maia.testing.chat_server import ChatServer, text_reply
+    from lightning_maia.testing._chat_server import ChatServer, text_reply
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
     with ChatServer(lambda body: text_reply("orange flower petals")) as server:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lightning_maia import cli
-from lightning_maia.recipes import demo
+from lightning_maia.recipes import _demo as demo
 from lightning_maia.recipes.shapes_backbone import BackboneConfig
 
 SMALL = BackboneConfig(widths=(8, 8, 16, 32), images=400, epochs=1)

@@ -6,10 +6,16 @@ import inspect
 import re
 
 from lightning_maia import evaluation_constants
-from lightning_maia.agents import scientist, scientist_audits, scientist_hypotheses
-from lightning_maia.analysis import compositional, dfr, scoring
-from lightning_maia.bench import faults, neurons, spurious
-from lightning_maia.bench import world as world_bench
+from lightning_maia.agents import _scientist_audits as scientist_audits
+from lightning_maia.agents import _scientist_hypotheses as scientist_hypotheses
+from lightning_maia.agents import scientist
+from lightning_maia.analysis import _dfr as dfr
+from lightning_maia.analysis import _scoring as scoring
+from lightning_maia.analysis import compositional
+from lightning_maia.bench import _faults as faults
+from lightning_maia.bench import _neurons as neurons
+from lightning_maia.bench import _spurious as spurious
+from lightning_maia.bench import _world as world_bench
 
 
 def test_every_constant_has_a_provenance_comment() -> None:

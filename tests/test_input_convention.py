@@ -127,9 +127,9 @@ def test_the_callback_exemplars_and_its_honest_counts(photos: ImageFolder, tmp_p
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
+    from lightning_maia._options import Output
     from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
-    from lightning_maia.options import Output
-    from lightning_maia.recipes.loading import PlainModule
+    from lightning_maia.recipes._loading import PlainModule
 
     model = PlainModule(convnet())
     interpreter = UnitInterpreter(
@@ -173,8 +173,8 @@ class PhotoClassifier(nn.Module):
 
 
 def test_the_callbacks_feature_passes_follow_the_convention(photos: ImageFolder) -> None:
-    from lightning_maia.analysis.flagging_evidence import collect_outputs
-    from lightning_maia.analysis.head_features import feeding_layer, head_inputs
+    from lightning_maia.analysis._flagging_evidence import collect_outputs
+    from lightning_maia.analysis._head_features import feeding_layer, head_inputs
 
     model = PhotoClassifier()
     preprocess = imagenet_preprocess()

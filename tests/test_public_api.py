@@ -373,7 +373,7 @@ def test_each_subpackage_exports_exactly_its_listed_names(package: str) -> None:
 
 def test_callbacks_export_the_callbacks_and_their_option_groups() -> None:
     from lightning_maia import callbacks
-    from lightning_maia.options import Backends, Output
+    from lightning_maia._options import Backends, Output
 
     assert callbacks.Backends is Backends and callbacks.Output is Output
     assert {"MisclassificationFlagger", "SpuriousFeatureRemover", "UnitInterpreter"} <= set(

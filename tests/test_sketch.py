@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_maia._sketch import QuantileSketch
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.sketch import QuantileSketch
 
 
 def exact_lower(values: torch.Tensor, q: float) -> torch.Tensor:

@@ -6,17 +6,19 @@ generating and editing images through an :class:`ExperimentDesigner`, and report
 tool calls or in code run by the restricted interpreter (:func:`run_program`).
 """
 
-from lightning_maia.agents.final_answer import FinalAnswer, final_answer_schema, parse_final_answer
-from lightning_maia.agents.records import Step, ToolCallRecord, UnitReport, reports_to_dataframe
-from lightning_maia.agents.response_cache import CachedChat
-from lightning_maia.agents.sandbox import (
+from lightning_maia.agents._final_answer import FinalAnswer, final_answer_schema, parse_final_answer
+from lightning_maia.agents._records import Step, ToolCallRecord, UnitReport, reports_to_dataframe
+from lightning_maia.agents._response_cache import CachedChat
+from lightning_maia.agents._sandbox import (
     ProgramResult,
     SandboxLimitExceeded,
     SandboxViolation,
     run_program,
 )
+from lightning_maia.agents._scientist_design import ExperimentDesigner, ProceduralDesigner
+from lightning_maia.agents._scientist_hypotheses import Hypothesis, HypothesisFit, Observation
+from lightning_maia.agents._scientist_session import PolicyError, Session
 from lightning_maia.agents.scientist import ScientistAgent
-from lightning_maia.agents.scientist_design import ExperimentDesigner, ProceduralDesigner
 from lightning_maia.agents.scientist_designers import (
     DESCRIBERS,
     DESIGNERS,
@@ -25,8 +27,6 @@ from lightning_maia.agents.scientist_designers import (
     check_experiment_setup,
     experiment_setup,
 )
-from lightning_maia.agents.scientist_hypotheses import Hypothesis, HypothesisFit, Observation
-from lightning_maia.agents.scientist_session import PolicyError, Session
 from lightning_maia.agents.tasks import TASKS, VERDICTS, Agent, TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
 

@@ -10,9 +10,9 @@ current best explains badly (active but predicted not, or the reverse) bring new
 another round.
 
 Concepts are strings from the describer, and prompts and edits come from an
-:class:`~lightning_maia.agents.scientist_design.ExperimentDesigner`, so the same policy runs on
+:class:`~lightning_maia.agents._scientist_design.ExperimentDesigner`, so the same policy runs on
 any world whose describer yields concepts. ``spurious_check`` and ``class_bias`` are answered
-by :mod:`lightning_maia.agents.scientist_audits`.
+by :mod:`lightning_maia.agents._scientist_audits`.
 
 >>> from lightning_maia.subject import Subject
 >>> from lightning_maia.tools.toolbox import Toolbox
@@ -32,10 +32,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lightning_maia.agents.records import UnitReport
-from lightning_maia.agents.scientist_audits import class_bias, spurious_check
-from lightning_maia.agents.scientist_design import ExperimentDesigner, ProceduralDesigner
-from lightning_maia.agents.scientist_hypotheses import (
+from lightning_maia.agents._records import UnitReport
+from lightning_maia.agents._scientist_audits import class_bias, spurious_check
+from lightning_maia.agents._scientist_design import ExperimentDesigner, ProceduralDesigner
+from lightning_maia.agents._scientist_hypotheses import (
     Hypothesis,
     HypothesisFit,
     Observation,
@@ -47,7 +47,7 @@ from lightning_maia.agents.scientist_hypotheses import (
     ranked_hypothesis,
     shared_concepts,
 )
-from lightning_maia.agents.scientist_session import PolicyError, Session
+from lightning_maia.agents._scientist_session import PolicyError, Session
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.errors import BackendError, ToolError, bad_option
 from lightning_maia.evaluation_constants import (

@@ -32,9 +32,9 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from lightning_maia.agents.scientist_design import ExperimentDesigner, ProceduralDesigner
+from lightning_maia.agents._scientist_design import ExperimentDesigner, ProceduralDesigner
 from lightning_maia.errors import ConfigurationError, bad_option
-from lightning_maia.tools.backends.base import ImageDescriber, ImageEditor, ImageGenerator
+from lightning_maia.tools.backends._base import ImageDescriber, ImageEditor, ImageGenerator
 from lightning_maia.tools.realdata import (
     AttributeTable,
     ClassifierDescriber,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
 
-from lightning_maia.agents.records import UnitReport
+from lightning_maia.agents._records import UnitReport
 from lightning_maia.errors import bad_option
 from lightning_maia.tools.toolbox import Toolbox
 

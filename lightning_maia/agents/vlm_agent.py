@@ -5,7 +5,7 @@ Two modes over the same toolbox:
 - ``tools`` (default): the tools are offered as JSON-schema functions, images come back as data
   URLs, and the model ends with a ``final_answer`` call of a fixed schema.
 - ``code``: the model writes MAIA-style programs, run by the restricted interpreter of
-  :mod:`lightning_maia.agents.sandbox` (never ``exec``).
+  :mod:`lightning_maia.agents._sandbox` (never ``exec``).
 
 Every run is bounded: at most ``max_rounds`` rounds, a token and a cost budget, the client's
 per-call timeout and retries. Mistakes the model makes (unparseable replies, unknown tools, bad
@@ -25,7 +25,7 @@ forces a final answer; a backend failure gives a failed report with the reason, 
   the report's ``details["forced"]`` says which budget forced it.
 - A reply longer than ``max_reply_chars`` (its text, or one call's arguments) is cut, with a
   note, before it is cached, stored in a step, sent back to the model or rendered.
-- Code mode runs each program in a worker process (:mod:`~lightning_maia.agents.sandbox_worker`)
+- Code mode runs each program in a worker process (:mod:`~lightning_maia.agents._sandbox_worker`)
   under a wall-clock deadline that ends it even inside C code, with its memory capped
   (``program_max_memory_mb``); the interpreter also refuses membership tests, comparisons,
   counts, sorts and hashes whose operands are too large or too deep before they run.
@@ -38,6 +38,10 @@ forces a final answer; a backend failure gives a failed report with the reason, 
   ``Authorization`` value, becomes ``[redacted]`` before anything is stored, logged, cached or
   rendered; code-mode output, tool arguments and final answers are redacted again, as a program
   can assemble the key from pieces.
+
+**Why one file.** The agent and its episode loop share the per-episode budgets and the forced
+final answer; the messages, the sandbox worker and the prompts already live in their own
+modules.
 """
 
 from __future__ import annotations
@@ -58,28 +62,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lightning_maia.agents.final_answer import (
+from lightning_maia.agents._final_answer import (
     FinalAnswer,
     final_answer_schema,
     parse_final_answer,
 )
-from lightning_maia.agents.records import Step, ToolCallRecord, UnitReport
-from lightning_maia.agents.response_cache import CachedChat
-from lightning_maia.agents.sandbox import ProgramResult
-from lightning_maia.agents.sandbox_worker import ProgramWorker
+from lightning_maia.agents._records import Step, ToolCallRecord, UnitReport
+from lightning_maia.agents._response_cache import CachedChat
+from lightning_maia.agents._sandbox import ProgramResult
+from lightning_maia.agents._sandbox_worker import ProgramWorker
 from lightning_maia.agents.tasks import TaskSpec, load_prompt
 from lightning_maia.errors import BackendError, MaiaError, ToolError, bad_option
 from lightning_maia.exemplars import mask_images
-from lightning_maia.tools.backends.base import Usage
-from lightning_maia.tools.backends.vlm import (
-    ChatMessage,
-    ChatResult,
-    VLMClient,
-    image_part,
-    system_message,
-    tool_message,
-)
-from lightning_maia.tools.results import (
+from lightning_maia.tools._results import (
     EditPair,
     ExemplarImage,
     Experiment,
@@ -88,6 +83,15 @@ from lightning_maia.tools.results import (
     Summary,
     UnitCall,
     observation,
+)
+from lightning_maia.tools.backends._base import Usage
+from lightning_maia.tools.backends.vlm import (
+    ChatMessage,
+    ChatResult,
+    VLMClient,
+    image_part,
+    system_message,
+    tool_message,
 )
 from lightning_maia.tools.toolbox import TOOL_NAMES, Toolbox
 

@@ -14,7 +14,7 @@ audit and the benchmarks.
   (:mod:`.gates`).
 """
 
-from lightning_maia.analysis.class_bias import (
+from lightning_maia.analysis._class_bias import (
     ClassBiasAudit,
     SubgroupCheck,
     SubgroupFinding,
@@ -32,28 +32,22 @@ from lightning_maia.analysis.class_bias import (
     reported_subgroups,
     scene_concepts,
 )
-from lightning_maia.analysis.compositional import (
-    Explanation,
-    Formula,
-    explain_mask,
-)
-from lightning_maia.analysis.counterfactuals import (
+from lightning_maia.analysis._counterfactuals import (
     counterfactual_deltas,
     edit_pairs,
 )
-from lightning_maia.analysis.dfr import (
+from lightning_maia.analysis._dfr import (
     DFRResult,
     dfr_head,
 )
-from lightning_maia.analysis.flagging import FlaggingResult, GateResult, check_gate, flag
-from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
-from lightning_maia.analysis.gates import (
+from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
+from lightning_maia.analysis._gates import (
     Gate,
     evaluate_gates,
     parse_gate,
 )
-from lightning_maia.analysis.interpretation import Interpretation, interpret_units
-from lightning_maia.analysis.masked_head import (
+from lightning_maia.analysis._interpretation import Interpretation, interpret_units
+from lightning_maia.analysis._masked_head import (
     MaskedHead,
     effective_linear,
     find_head,
@@ -62,7 +56,7 @@ from lightning_maia.analysis.masked_head import (
     reinstall_masked_heads,
     restore_masked_heads,
 )
-from lightning_maia.analysis.risk import (
+from lightning_maia.analysis._risk import (
     BASELINES,
     MAIA_FEATURES,
     SCORES,
@@ -81,7 +75,7 @@ from lightning_maia.analysis.risk import (
     top_spurious_unit,
     unit_contributions,
 )
-from lightning_maia.analysis.scoring import (
+from lightning_maia.analysis._scoring import (
     LOGIC_TO_KIND,
     IndependentPromptWriter,
     PredictiveScore,
@@ -93,7 +87,7 @@ from lightning_maia.analysis.scoring import (
     positive_and_neutral_prompts,
     predictive_score,
 )
-from lightning_maia.analysis.spurious import (
+from lightning_maia.analysis._spurious import (
     REFIT,
     REFIT_GRID,
     VERDICTS,
@@ -116,7 +110,13 @@ from lightning_maia.analysis.spurious import (
     select_remedy,
     spurious_subspace,
 )
-from lightning_maia.analysis.spurious_options import Refit, SearchBudget
+from lightning_maia.analysis._spurious_options import Refit, SearchBudget
+from lightning_maia.analysis.compositional import (
+    Explanation,
+    Formula,
+    explain_mask,
+)
+from lightning_maia.analysis.flagging import FlaggingResult, GateResult, check_gate, flag
 from lightning_maia.analysis.spurious_search import (
     SpuriousRemoval,
     SpuriousUnits,

@@ -6,7 +6,7 @@ This module is the reference for what the flagger computes; the
 callback's arguments of the same name mean what :func:`flag`'s do. No Trainer is needed.
 
 :func:`flag` scores every input of ``data`` with MSP, margin, energy and entropy, and with the
-MAIA-informed score: a logistic regression on :data:`~lightning_maia.analysis.risk.MAIA_FEATURES`
+MAIA-informed score: a logistic regression on :data:`~lightning_maia.analysis._risk.MAIA_FEATURES`
 ``[msp, spurious reliance, subgroup membership, counterfactual risk]`` fitted on held-out
 labelled data (``calibration_data``, or cross-fitting over ``data`` itself), never on the
 inputs it scores; its L2 strength is chosen by cross-validated AUROC on that held-out data.
@@ -15,7 +15,7 @@ the units judged spurious are mean-ablated (set to their mean on the fitting dat
 a prediction the shortcut carries loses its class. Spurious units come from
 ``spurious.spurious_units``, from ``remover_units`` (a remover's verdicts), or from the own
 ``spurious_check`` of the head's most influential units; subgroups from the class-bias audit of
-the class logits (see :mod:`~lightning_maia.analysis.flagging_evidence`). Neither the true
+the class logits (see :mod:`~lightning_maia.analysis._flagging_evidence`). Neither the true
 class nor a group label of a scored input enters any score.
 
 >>> import torch
@@ -46,14 +46,15 @@ from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from lightning_maia.agents.agent_resolution import (
+from lightning_maia._options import Backends
+from lightning_maia.agents._agent_resolution import (
     ResolvedExperiments,
     resolve_agent,
     resolve_backends,
 )
-from lightning_maia.analysis import risk
-from lightning_maia.analysis.class_bias import SubgroupFinding
-from lightning_maia.analysis.flagging_evidence import (
+from lightning_maia.analysis import _risk as risk
+from lightning_maia.analysis._class_bias import SubgroupFinding
+from lightning_maia.analysis._flagging_evidence import (
     WARN,
     Experiments,
     ModelOutputs,
@@ -67,11 +68,10 @@ from lightning_maia.analysis.flagging_evidence import (
     named,
     risk_features,
 )
-from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
-from lightning_maia.analysis.masked_head import find_head
+from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
+from lightning_maia.analysis._masked_head import find_head
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import ExemplarResult
-from lightning_maia.options import Backends
 
 #: Who names itself in configuration errors.
 OWNER = "MisclassificationFlagger"
@@ -112,7 +112,7 @@ class FlaggingResult:
     coefficients: dict[str, float]
     flagged_rate: float
     subgroup_count: int
-    #: The features (:data:`~lightning_maia.analysis.risk.MAIA_FEATURES`) and errors of the
+    #: The features (:data:`~lightning_maia.analysis._risk.MAIA_FEATURES`) and errors of the
     #: calibration data the combination was fitted on (None when it was cross-fitted).
     calibration: pd.DataFrame | None = None
     #: The L2 strength each combiner chose by cross-validated AUROC on its fitting data.

@@ -11,7 +11,7 @@ MAIA's §5.1 on a model and its (unbalanced) training data, no Trainer needed:
    ``erase`` projects out the subspace that the agent's edits of the attribute move the
    features along. Returns :class:`SpuriousRemoval` (the new head, before/after figures on
    ``val_data``); :meth:`SpuriousRemoval.install` puts it in place as a
-   :class:`~lightning_maia.analysis.masked_head.MaskedHead`.
+   :class:`~lightning_maia.analysis._masked_head.MaskedHead`.
 
 :class:`~lightning_maia.callbacks.spurious_feature_remover.SpuriousFeatureRemover` runs the same
 two steps inside a fit; ``lightning-maia bench spurious`` calls them directly, as a user can::
@@ -21,7 +21,11 @@ two steps inside a fit; ``lightning-maia bench spurious`` calls them directly, a
     removal.install(model)
 
 The options (:class:`SearchBudget`, :class:`Refit`) live in
-:mod:`lightning_maia.analysis.spurious_options`.
+:mod:`lightning_maia.analysis._spurious_options`.
+
+**Why one file.** The two steps and the helpers only they share (the feature layer, the head's
+inputs, the unit table) stay together; the options, the regression and the remedies are in their
+own modules.
 """
 
 from __future__ import annotations
@@ -37,15 +41,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from lightning_maia.agents.agent_resolution import ResolvedExperiments, resolve_backends
-from lightning_maia.analysis.head_features import HeadInputs, feeding_layer, head_inputs
-from lightning_maia.analysis.masked_head import (
+from lightning_maia._options import Backends
+from lightning_maia.agents._agent_resolution import ResolvedExperiments, resolve_backends
+from lightning_maia.analysis._head_features import HeadInputs, feeding_layer, head_inputs
+from lightning_maia.analysis._masked_head import (
     MaskedHead,
     effective_linear,
     find_head,
     install_masked_head,
 )
-from lightning_maia.analysis.spurious import (
+from lightning_maia.analysis._spurious import (
     LinearHead,
     Selection,
     UnitJudgement,
@@ -57,10 +62,9 @@ from lightning_maia.analysis.spurious import (
     l1_top_units,
     select_remedy,
 )
-from lightning_maia.analysis.spurious_options import Refit, SearchBudget
+from lightning_maia.analysis._spurious_options import Refit, SearchBudget
 from lightning_maia.errors import ToolError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
-from lightning_maia.options import Backends
 from lightning_maia.subject import Preprocess
 
 UNIT_TABLE_COLUMNS = ["unit", "l1_weight", "verdict", "kept", "description", "evidence"]
@@ -251,7 +255,7 @@ def find_spurious_units(
             empty lets the agent find them.
         head: module path of the head (default: the last ``nn.Linear``).
         feature_layer: module whose output the head reads (default: found by one forward).
-        backends: the agent and image backends (:class:`~lightning_maia.options.
+        backends: the agent and image backends (:class:`~lightning_maia._options.
             Backends`; default: the offline scientist with the designer that fits the data).
         budget: units judged, exemplars per unit, batch size (:class:`SearchBudget`).
         preprocess: the model's input transform, where ``data`` holds display images.

@@ -13,15 +13,15 @@ from typing import Any
 
 #: Benchmark name -> module under lightning_maia.bench.
 BENCHMARKS: dict[str, str] = {
-    "exemplars": "lightning_maia.bench.exemplars",
-    "faults": "lightning_maia.bench.faults",
-    "flagging": "lightning_maia.bench.flagging",
-    "overhead": "lightning_maia.bench.overhead",
-    "realdata": "lightning_maia.bench.realdata",
-    "neurons": "lightning_maia.bench.neurons",
-    "spurious": "lightning_maia.bench.spurious",
-    "tools": "lightning_maia.bench.tools",
-    "world": "lightning_maia.bench.world",
+    "exemplars": "lightning_maia.bench._exemplars",
+    "faults": "lightning_maia.bench._faults",
+    "flagging": "lightning_maia.bench._flagging",
+    "overhead": "lightning_maia.bench._overhead",
+    "realdata": "lightning_maia.bench._realdata",
+    "neurons": "lightning_maia.bench._neurons",
+    "spurious": "lightning_maia.bench._spurious",
+    "tools": "lightning_maia.bench._tools",
+    "world": "lightning_maia.bench._world",
 }
 
 

@@ -9,14 +9,14 @@ interpreter; :class:`SearchBudget`, :class:`Refit` for the remover; :class:`Spur
 :mod:`lightning_maia.analysis`, callable without a Trainer.
 """
 
+from lightning_maia._options import Backends, Output
+from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
+from lightning_maia.analysis._spurious_options import Refit, SearchBudget
 from lightning_maia.analysis.flagging import FlaggingResult, GateResult
-from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
-from lightning_maia.analysis.spurious_options import Refit, SearchBudget
-from lightning_maia.callbacks.interpreter_options import Exemplars, Schedule
+from lightning_maia.callbacks._interpreter_options import Exemplars, Schedule
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
-from lightning_maia.options import Backends, Output
 
 __all__ = [
     "Backends",

@@ -12,10 +12,10 @@ from typing import Any
 import pandas as pd
 from torch import Tensor
 
-from lightning_maia.analysis.interpretation import Interpretation, UnitRun
+from lightning_maia.analysis._interpretation import Interpretation, UnitRun
 from lightning_maia.exemplars import mask_images
-from lightning_maia.reporting.adapters import LoggerAdapter
-from lightning_maia.reporting.html_report import UnitSection, sections_from_toolbox, write_report
+from lightning_maia.reporting._adapters import LoggerAdapter
+from lightning_maia.reporting._html_report import UnitSection, sections_from_toolbox, write_report
 
 
 @dataclass

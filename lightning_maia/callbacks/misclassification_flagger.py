@@ -8,6 +8,10 @@ to run (at validation end every ``every_n_epochs`` epochs, at fit end, or from a
 on every rank and the pipeline on rank zero, broadcasts the figures, logs them (scalars, tables,
 thumbnails, the HTML report) and keeps the gate's decision across resumes.
 
+**Why one file.** One callback per file, as in Lightning; the pipeline is in
+:mod:`lightning_maia.analysis.flagging`, and what is left here is the callback's options, hooks,
+state and logging.
+
 >>> flagger = MisclassificationFlagger(thresholds=Thresholds(top_n=5, max_flagged_rate=0.2))
 >>> flagger.state_key
 "MisclassificationFlagger{'when': 'validation', 'head': None, 'flag_threshold': 0.5}"
@@ -27,12 +31,15 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_maia.agents.agent_resolution import (
+from lightning_maia._options import Backends, Output
+from lightning_maia.agents._agent_resolution import (
     ResolvedExperiments,
     resolve_agent,
     resolve_backends,
 )
 from lightning_maia.agents.tasks import Agent
+from lightning_maia.analysis._flagging_evidence import unit_words
+from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
 from lightning_maia.analysis.flagging import (
     OWNER,
     FlaggingResult,
@@ -41,8 +48,6 @@ from lightning_maia.analysis.flagging import (
     flag,
     uses_agent,
 )
-from lightning_maia.analysis.flagging_evidence import unit_words
-from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
 from lightning_maia.callbacks._experiment_setup import train_dataset_at_setup
 from lightning_maia.callbacks._shared import (
     finished_epoch,
@@ -54,9 +59,8 @@ from lightning_maia.callbacks._shared import (
 )
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
-from lightning_maia.options import Backends, Output
-from lightning_maia.reporting.adapters import adapters_for
-from lightning_maia.reporting.html_report import FlaggedInput, write_report
+from lightning_maia.reporting._adapters import adapters_for
+from lightning_maia.reporting._html_report import FlaggedInput, write_report
 from lightning_maia.units import find_layer
 
 WHEN = ("validation", "fit_end", "manual")
@@ -367,7 +371,7 @@ def remover_spurious_units(callbacks: Sequence[Callback]) -> dict[int, str] | No
 
 
 def _find_head(model: nn.Module, name: str | None) -> tuple[str, nn.Linear]:
-    from lightning_maia.analysis.masked_head import find_head
+    from lightning_maia.analysis._masked_head import find_head
 
     return find_head(model, name)
 

@@ -13,7 +13,7 @@ benchmarks and users without a Trainer call directly). On the head (the last ``n
 3. a remedy refits the head on the (unbalanced) training data, without group labels:
    ``select`` keeps only the units whose verdict is in ``keep``; ``erase`` projects out the
    subspace that the agent's background-only edits move the features along;
-4. the new head is installed as a :class:`~lightning_maia.analysis.masked_head.MaskedHead` (the
+4. the new head is installed as a :class:`~lightning_maia.analysis._masked_head.MaskedHead` (the
    original kept beside it), which checkpoints keep.
 
 The callback adds the schedule (``when``), Lightning's hooks, checkpoint state, logging and the
@@ -21,7 +21,11 @@ report. Rank zero decides; the decision (weights, mask, projection) is broadcast
 installs the same head. Logged: a unit table, before/after accuracy, balanced accuracy and
 worst-group accuracy where the validation data has group labels, and the HTML report.
 
->>> from lightning_maia.analysis.spurious_options import Refit, SearchBudget
+**Why one file.** One callback per file, as in Lightning; the search and the remedies are in
+:mod:`lightning_maia.analysis.spurious_search`, and what is left here is the callback's options,
+hooks, state, broadcast and logging.
+
+>>> from lightning_maia.analysis._spurious_options import Refit, SearchBudget
 >>> remover = SpuriousFeatureRemover(budget=SearchBudget(k=20), refit=Refit(remedy="erase"))
 >>> remover.state_key
 "SpuriousFeatureRemover{'head': None, 'k': 20, 'remedy': 'erase'}"
@@ -42,19 +46,20 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_maia.agents.agent_resolution import (
+from lightning_maia._options import Backends, Output
+from lightning_maia.agents._agent_resolution import (
     ResolvedExperiments,
     resolve_agent,
     resolve_backends,
 )
 from lightning_maia.agents.tasks import Agent
-from lightning_maia.analysis.masked_head import (
+from lightning_maia.analysis._masked_head import (
     MaskedHead,
     find_head,
     fold_masked_heads,
     reinstall_masked_heads,
 )
-from lightning_maia.analysis.spurious import UnitJudgement
+from lightning_maia.analysis._spurious import UnitJudgement
 from lightning_maia.analysis.spurious_search import (
     Refit,
     SearchBudget,
@@ -77,9 +82,8 @@ from lightning_maia.callbacks._shared import (
 )
 from lightning_maia.errors import ConfigurationError, MaiaError, bad_option
 from lightning_maia.exemplars import compute_exemplars
-from lightning_maia.options import Backends, Output
-from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for
-from lightning_maia.reporting.html_report import sections_from_toolbox, write_report
+from lightning_maia.reporting._adapters import LoggerAdapter, adapters_for
+from lightning_maia.reporting._html_report import sections_from_toolbox, write_report
 from lightning_maia.subject import Preprocess
 from lightning_maia.units import find_layer
 

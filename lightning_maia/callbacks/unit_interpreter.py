@@ -1,6 +1,6 @@
 """UnitInterpreter: describe selected units during training, and track how their meaning drifts.
 
-A thin adapter over :func:`~lightning_maia.analysis.interpretation.interpret_units`: it picks
+A thin adapter over :func:`~lightning_maia.analysis._interpretation.interpret_units`: it picks
 the points of a fit to run at, keeps the drift history across runs (and checkpoints), logs
 tables, images and an HTML report, and in background mode runs on a worker thread.
 
@@ -23,10 +23,11 @@ from torch import nn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_maia.agents.agent_resolution import ResolvedExperiments, resolve_agent
-from lightning_maia.agents.records import UnitReport
+from lightning_maia._options import Backends, Output
+from lightning_maia.agents._agent_resolution import ResolvedExperiments, resolve_agent
+from lightning_maia.agents._records import UnitReport
 from lightning_maia.agents.tasks import TaskSpec
-from lightning_maia.analysis.interpretation import (
+from lightning_maia.analysis._interpretation import (
     DESCRIBE_HINT,
     Interpretation,
     Interpreter,
@@ -48,6 +49,7 @@ from lightning_maia.callbacks._interpreter_log import (
     log_to_adapters,
     write_interpretation,
 )
+from lightning_maia.callbacks._interpreter_options import Exemplars, Schedule, check_positive
 from lightning_maia.callbacks._shared import (
     check_unit_indices,
     finished_epoch,
@@ -57,11 +59,9 @@ from lightning_maia.callbacks._shared import (
     train_dataset,
     validation_dataset,
 )
-from lightning_maia.callbacks.interpreter_options import Exemplars, Schedule, check_positive
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import compute_exemplars
-from lightning_maia.options import Backends, Output
-from lightning_maia.reporting.adapters import LoggerAdapter, adapters_for
+from lightning_maia.reporting._adapters import LoggerAdapter, adapters_for
 from lightning_maia.units import UnitSelection, resolve_units
 
 UNSTARTED = ("finish", "pending")
@@ -78,10 +78,10 @@ class UnitInterpreter(Callback):
         max_units: the cap on units per run.
         schedule: when to run (:class:`Schedule`: at validation ends, or at fit end).
         exemplars: the exemplar data, ``k``, class names and preprocess (:class:`Exemplars`).
-        backends: the agent and image backends (:class:`~lightning_maia.options.
+        backends: the agent and image backends (:class:`~lightning_maia._options.
             Backends`; the offline :class:`ScientistAgent` by default).
         output: where reports go, ``on_error`` and progress bars
-            (:class:`~lightning_maia.options.Output`).
+            (:class:`~lightning_maia._options.Output`).
         task: the agent's task (``describe_unit``).
         background: run each study (with one process, the exemplar pass too) on a worker
             thread, on a copy of only the probed layers' sub-network, at a lower priority, so

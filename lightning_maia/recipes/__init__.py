@@ -5,29 +5,29 @@ modules for the YAML configs (:mod:`.lightning_modules`, :mod:`.tinted_digits`),
 (:func:`run_audit`) and the demo (:func:`run_demo`), the backend registry the configs name
 backends through, and loading a user's model (:func:`load_model`)."""
 
-from lightning_maia.recipes.audit import (
+from lightning_maia.recipes._audit import (
     AuditOptions,
     AuditOutcome,
     run_audit,
 )
-from lightning_maia.recipes.backend_registry import (
+from lightning_maia.recipes._backend_registry import (
     backend_names,
     build_backend,
     describe_backends,
     register_backend,
 )
-from lightning_maia.recipes.demo import run_demo
-from lightning_maia.recipes.lightning_modules import (
-    ImageFolderDataModule,
-    SpuriousShapesClassifier,
-    SpuriousShapesDataModule,
-)
-from lightning_maia.recipes.loading import (
+from lightning_maia.recipes._demo import run_demo
+from lightning_maia.recipes._loading import (
     PlainModule,
     load_from_config,
     load_model,
     load_preprocess,
     load_weights,
+)
+from lightning_maia.recipes.lightning_modules import (
+    ImageFolderDataModule,
+    SpuriousShapesClassifier,
+    SpuriousShapesDataModule,
 )
 from lightning_maia.recipes.shapes_backbone import (
     BackboneConfig,

@@ -20,7 +20,7 @@ from lightning_maia.recipes.shapes_backbone import (
     ShapesBackboneClassifier,
     load_backbone,
 )
-from lightning_maia.world.datasets import SpuriousShapes
+from lightning_maia.world._datasets import SpuriousShapes
 
 SHAPES = ("circle", "square", "triangle", "star")
 

@@ -20,6 +20,10 @@ retrained on Spawrious. This recipe is its procedural-world counterpart, shared 
    ERM model, which leans on the background.
 4. :func:`extract_features` — the penultimate features, labels and group labels of a split.
 
+**Why one file.** :func:`recipe_digest` reads the pretraining definitions
+(``_RECIPE_DEFINITIONS``) from this module's own source, so the network, its pretraining and the
+weight cache keyed by them stay in one file: moving them would have to move that key with them.
+
 >>> config = BackboneConfig(widths=(4, 4, 4, 8), images=8, epochs=1)
 >>> backbone = ShapesBackbone(config.widths)
 >>> tuple(backbone(torch.rand(2, 3, 64, 64)).shape), backbone.feature_layer
@@ -34,6 +38,7 @@ import inspect
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -52,12 +57,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from lightning_maia.analysis.spurious import dataset_groups
+from lightning_maia.analysis._spurious import dataset_groups
 from lightning_maia.errors import CacheError, bad_option
-from lightning_maia.world import render, scene, vocabulary
-from lightning_maia.world.datasets import SpuriousShapes, sample_scene
-from lightning_maia.world.render import render_batch
-from lightning_maia.world.vocabulary import BACKGROUND_TEXTURES, SHAPES
+from lightning_maia.world import _render as render
+from lightning_maia.world import _scene as scene
+from lightning_maia.world import _vocabulary as vocabulary
+from lightning_maia.world._datasets import SpuriousShapes, sample_scene
+from lightning_maia.world._render import render_batch
+from lightning_maia.world._vocabulary import BACKGROUND_TEXTURES, SHAPES
 
 #: The cache directory when neither ``cache_dir`` nor this environment variable names one.
 CACHE_ENV = "LIGHTNING_MAIA_BACKBONE_CACHE"
@@ -307,11 +314,35 @@ def _without_docs(tree: ast.AST) -> ast.AST:
     return tree
 
 
+def _public_module_paths(tree: ast.Module) -> ast.Module:
+    """``tree`` with every imported module path read without the leading underscore of a
+    private module (``world._scene`` as ``world.scene``): where a module lives does not change
+    weights, and the key stays what it was before the modules behind the packages were made
+    private."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            node.module = _PRIVATE_PART.sub(r"\1", node.module)
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                alias.name = _PRIVATE_PART.sub(r"\1", alias.name)
+        if isinstance(node, ast.ImportFrom):
+            for (
+                alias
+            ) in node.names:  # ``from pkg import _mod as mod`` reads ``from pkg import mod``
+                if alias.asname is not None and alias.name == f"_{alias.asname}":
+                    alias.name, alias.asname = alias.asname, None
+    return tree
+
+
+#: The leading underscore of a private module's name in a dotted path (not of ``__future__``).
+_PRIVATE_PART = re.compile(r"(^|\.)_(?=[a-z])")
+
+
 def _code_without_docs(source: str, names: Sequence[str] | None = None) -> str:
     """The syntax tree of ``source`` (only its top-level definitions of ``names``, if given)
-    without docstrings: comments, docstrings and formatting do not change weights, so they
-    do not change the key."""
-    tree = ast.parse(source)
+    without docstrings and with public module paths: comments, docstrings, formatting and the
+    privacy of a module do not change weights, so they do not change the key."""
+    tree = _public_module_paths(ast.parse(source))
     if names is not None:
         tree.body = [node for node in tree.body if _defined_name(node) in names]
         missing = set(names) - {_defined_name(node) for node in tree.body}
@@ -338,7 +369,7 @@ def recipe_digest() -> str:
     files (so a patched function in a running process does not move it). Any change to them
     gives new cache keys, so stale weights are never read; the torch version is left out (it
     moves weights only by float rounding)."""
-    from lightning_maia.world import datasets
+    from lightning_maia.world import _datasets as datasets
 
     digest = hashlib.sha256()
     for module, names in (
@@ -570,7 +601,7 @@ class ShapesBackboneClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A masked head saved by SpuriousFeatureRemover replaces the plain one before loading.
-        from lightning_maia.analysis.masked_head import restore_masked_heads
+        from lightning_maia.analysis._masked_head import restore_masked_heads
 
         restore_masked_heads(self, checkpoint)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_maia.bench.tinted_digits import COLOURS, TintedDigits
+from lightning_maia.bench._tinted_digits import COLOURS, TintedDigits
 from lightning_maia.recipes._data_modules import TrainValDataModule
 
 

@@ -5,7 +5,7 @@
 :func:`hostile_script` scripts a model that misbehaves in the ways an agent must survive.
 """
 
-from lightning_maia.testing.chat_server import (
+from lightning_maia.testing._chat_server import (
     ChatRequest,
     ChatServer,
     ScriptedResponse,

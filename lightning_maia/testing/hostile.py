@@ -1,4 +1,4 @@
-"""Scripts for :class:`~lightning_maia.testing.chat_server.ChatServer` that play a hostile model.
+"""Scripts for :class:`~lightning_maia.testing._chat_server.ChatServer` that play a hostile model.
 
 Each script answers every chat request of a VLM agent episode, in ``tools`` or ``code`` mode,
 and misbehaves in one way until the agent forces the final answer:
@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightning_maia.errors import bad_option
-from lightning_maia.testing.chat_server import (
+from lightning_maia.testing._chat_server import (
     Handler,
     ScriptedResponse,
     text_reply,

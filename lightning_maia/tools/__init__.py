@@ -5,9 +5,9 @@
 (:class:`ExemplarImage`, :class:`UnitCall`, ...) whose text is what an agent reads.
 """
 
-from lightning_maia.tools.definitions import Limits, ToolDefinition
-from lightning_maia.tools.images import ImageStore, StoredImage
-from lightning_maia.tools.results import (
+from lightning_maia.tools._definitions import Limits, ToolDefinition
+from lightning_maia.tools._images import ImageStore, StoredImage
+from lightning_maia.tools._results import (
     EditPair,
     ExemplarImage,
     Experiment,

@@ -6,6 +6,10 @@ the JSON schema for function calling and the Python signature for code mode
 (:meth:`Toolbox.definitions`). Mistakes an agent can make (an unknown id, a prompt the
 generator cannot parse, a bad argument) raise :class:`ToolError` with a message fit to show it.
 
+**Why one file.** The Toolbox is one class whose every public method is a tool the agents see,
+so the tool API reads in one place; the definitions, the image store and the result records it
+uses are in their own modules.
+
 >>> from lightning_maia.world import build_neuron_suite
 >>> model = build_neuron_suite(seed=0, n_mono=1, n_or=0, n_and=0)
 >>> toolbox = Toolbox(Subject(model, ["neurons:0"]), "neurons:0")
@@ -29,21 +33,9 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_maia.errors import GrammarError, ToolError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
 from lightning_maia.subject import Subject
-from lightning_maia.tools.backends.base import (
-    ImageDescriber,
-    ImageEditor,
-    ImageGenerator,
-    ImageSummarizer,
-    Usage,
-)
-from lightning_maia.tools.backends.procedural import (
-    ProceduralDescriber,
-    ProceduralEditor,
-    ProceduralGenerator,
-)
-from lightning_maia.tools.definitions import Annotated, Limits, ToolDefinition
-from lightning_maia.tools.images import ImageStore, StoredImage
-from lightning_maia.tools.results import (
+from lightning_maia.tools._definitions import Annotated, Limits, ToolDefinition
+from lightning_maia.tools._images import ImageStore, StoredImage
+from lightning_maia.tools._results import (
     EditPair,
     ExemplarImage,
     Experiment,
@@ -51,6 +43,18 @@ from lightning_maia.tools.results import (
     ImageDescription,
     Summary,
     UnitCall,
+)
+from lightning_maia.tools.backends._base import (
+    ImageDescriber,
+    ImageEditor,
+    ImageGenerator,
+    ImageSummarizer,
+    Usage,
+)
+from lightning_maia.tools.backends._procedural import (
+    ProceduralDescriber,
+    ProceduralEditor,
+    ProceduralGenerator,
 )
 from lightning_maia.units import Unit, parse_unit_spec
 from lightning_maia.world.provenance import ProvenanceStore, resolve_store

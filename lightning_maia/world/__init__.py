@@ -1,17 +1,33 @@
 """The procedural world: ground-truth scenes, rendering with masks, grammar, datasets, neurons."""
 
-from lightning_maia.world.datasets import (
+from lightning_maia.world._datasets import (
     ProceduralDataset,
     ShapesWorld,
     SpuriousShapes,
 )
-from lightning_maia.world.grammar import apply_edit, parse_prompt
-from lightning_maia.world.neuron_suite import build_neuron_suite, sample_neuron_specs
-from lightning_maia.world.neurons import (
+from lightning_maia.world._grammar import apply_edit, parse_prompt
+from lightning_maia.world._neuron_suite import build_neuron_suite, sample_neuron_specs
+from lightning_maia.world._neurons import (
     NeuronSpec,
     SyntheticNeuron,
     SyntheticNeuronLayer,
     SyntheticNeuronModel,
+)
+from lightning_maia.world._render import (
+    Rendering,
+    nearest_colours,
+    render_batch,
+    render_scene,
+    render_scenes,
+)
+from lightning_maia.world._scene import Background, Concept, Scene, SceneObject, SceneSampler
+from lightning_maia.world._subgroups import BiasedShapes, PlantedSubgroup
+from lightning_maia.world._text import (
+    common_concepts,
+    describe_region,
+    describe_scene,
+    region_concepts,
+    summarize_concepts,
 )
 from lightning_maia.world.provenance import (
     PROVENANCE,
@@ -20,22 +36,6 @@ from lightning_maia.world.provenance import (
     ProvenanceStore,
     image_key,
     render_and_register,
-)
-from lightning_maia.world.render import (
-    Rendering,
-    nearest_colours,
-    render_batch,
-    render_scene,
-    render_scenes,
-)
-from lightning_maia.world.scene import Background, Concept, Scene, SceneObject, SceneSampler
-from lightning_maia.world.subgroups import BiasedShapes, PlantedSubgroup
-from lightning_maia.world.text import (
-    common_concepts,
-    describe_region,
-    describe_scene,
-    region_concepts,
-    summarize_concepts,
 )
 
 __all__ = [

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightning_maia.errors import GrammarError
-from lightning_maia.world.scene import Background, SceneObject, place_object
-from lightning_maia.world.vocabulary import (
+from lightning_maia.world._scene import Background, SceneObject, place_object
+from lightning_maia.world._vocabulary import (
     BACKGROUND_PATTERNS,
     BACKGROUND_TEXTURES,
     COLOURS,

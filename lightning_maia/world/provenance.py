@@ -16,7 +16,7 @@ backends bound to another store.
 **DataLoader workers.** A worker renders in its own memory, so what it registers never reaches
 the main process. Procedural items therefore have a worker-safe *sample id* (``dataset seed,
 split and configuration + index``, see :meth:`ProceduralDataset.sample_id
-<lightning_maia.world.datasets.ProceduralDataset.sample_id>`) from which the main process
+<lightning_maia.world._datasets.ProceduralDataset.sample_id>`) from which the main process
 re-derives the scene without rendering: :meth:`ProvenanceStore.admit` registers received images
 under the facts their ids name. The exemplar pass admits every batch it reads (it knows each
 item's dataset index), so ``compute_exemplars`` and the toolbox work with ``num_workers > 0``;
@@ -30,7 +30,7 @@ its normalisation as ``Subject(preprocess=...)`` rather than as the dataset's tr
 then handle the renderings); synthetic neurons answer renderings only, so read their data
 without ``transform``.
 
->>> from lightning_maia.world.scene import Scene
+>>> from lightning_maia.world._scene import Scene
 >>> store = ProvenanceStore(max_entries=2)
 >>> rendering = render_and_register(Scene(seed=3), 16, origin="doctest", store=store)
 >>> store.lookup(rendering.image) == rendering.scene, store.origin(rendering.float_image())
@@ -57,8 +57,8 @@ import torch
 from torch import Tensor
 
 from lightning_maia.errors import ConfigurationError, bad_option
-from lightning_maia.world.render import Rendering, Size, render_scene
-from lightning_maia.world.scene import Scene
+from lightning_maia.world._render import Rendering, Size, render_scene
+from lightning_maia.world._scene import Scene
 
 #: Separates a sample id's source from its index: ``<source>#<index>``.
 ID_SEPARATOR = "#"

@@ -23,21 +23,21 @@ import pytest
 from helpers.lightning_models import ShapesClassifier, shapes_loaders
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_maia.agents.records import UnitReport
-from lightning_maia.agents.sandbox import run_program
-from lightning_maia.agents.sandbox_worker import ProgramWorker
+from lightning_maia._options import Backends, Output
+from lightning_maia.agents._records import UnitReport
+from lightning_maia.agents._sandbox import run_program
+from lightning_maia.agents._sandbox_worker import ProgramWorker
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
-from lightning_maia.options import Backends, Output
 from lightning_maia.subject import Subject
-from lightning_maia.testing.chat_server import ChatServer, tool_calls_reply
+from lightning_maia.testing._chat_server import ChatServer, tool_calls_reply
 from lightning_maia.testing.hostile import C_LEVEL_PROGRAMS, hostile_script
-from lightning_maia.tools.backends.procedural import ProceduralGenerator
+from lightning_maia.tools.backends._procedural import ProceduralGenerator
 from lightning_maia.tools.backends.vlm import VLMClient
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import NeuronSpec, ShapesWorld, SyntheticNeuronModel
-from lightning_maia.world.scene import Concept
+from lightning_maia.world._scene import Concept
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -329,9 +329,9 @@ SIGTERM_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from helpers.lightning_models import ShapesClassifier, shapes_loaders
     from lightning_maia.agents.vlm_agent import VLMAgent
-    from lightning_maia.options import Backends, Output
+    from lightning_maia._options import Backends, Output
     from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
-    from lightning_maia.testing.chat_server import ChatServer, text_reply
+    from lightning_maia.testing._chat_server import ChatServer, text_reply
     from lightning_maia.tools.backends.vlm import VLMClient
 
     def answer(request):
@@ -426,7 +426,7 @@ def test_the_tool_call_budget_of_an_episode_forces_the_answer() -> None:
 
 
 def test_the_text_budget_forces_the_answer_and_long_replies_are_cut() -> None:
-    from lightning_maia.testing.chat_server import text_reply
+    from lightning_maia.testing._chat_server import text_reply
 
     final = tool_calls_reply([("final_answer", {"label": "s", "description": "s"})])
     with ChatServer([text_reply("x" * 5_000), final]) as server:

@@ -19,18 +19,18 @@ import pytest
 from helpers.lightning_models import ShapesClassifier, shapes_loaders
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_maia.agents.response_cache import CachedChat
+from lightning_maia._options import Backends, Output
+from lightning_maia.agents._response_cache import CachedChat
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
-from lightning_maia.options import Backends, Output
-from lightning_maia.testing.chat_server import (
+from lightning_maia.testing._chat_server import (
     ChatServer,
     error_reply,
     text_reply,
     tool_calls_reply,
 )
+from lightning_maia.tools.backends._vlm_redaction import REDACTED, Redactor
 from lightning_maia.tools.backends.vlm import VLMClient
-from lightning_maia.tools.backends.vlm_redaction import REDACTED, Redactor
 
 KEY = "sk-live-7f3a9c2e1b5d4f60"
 ESCAPED = "".join(f"\\u{ord(c):04x}" for c in KEY)  # the key as JSON unicode escapes

@@ -14,14 +14,24 @@ from typing import Any
 import pytest
 
 from lightning_maia.agents import (
-    sandbox,
-    sandbox_builtins,
-    sandbox_expressions,
-    sandbox_nodes,
-    sandbox_rules,
-    sandbox_statements,
+    _sandbox as sandbox,
 )
-from lightning_maia.agents.sandbox import ProgramResult, SandboxViolation, run_program
+from lightning_maia.agents import (
+    _sandbox_builtins as sandbox_builtins,
+)
+from lightning_maia.agents import (
+    _sandbox_expressions as sandbox_expressions,
+)
+from lightning_maia.agents import (
+    _sandbox_nodes as sandbox_nodes,
+)
+from lightning_maia.agents import (
+    _sandbox_rules as sandbox_rules,
+)
+from lightning_maia.agents import (
+    _sandbox_statements as sandbox_statements,
+)
+from lightning_maia.agents._sandbox import ProgramResult, SandboxViolation, run_program
 from lightning_maia.errors import ConfigurationError, MaiaError, ToolError
 
 # ---------------------------------------------------------------------------------- fake toolbox

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_maia.agents.records import UnitReport
+from lightning_maia.agents._records import UnitReport
+from lightning_maia.agents._scientist_design import ProceduralDesigner
 from lightning_maia.agents.scientist import ScientistAgent
-from lightning_maia.agents.scientist_design import ProceduralDesigner
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.errors import BackendError
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars
 from lightning_maia.subject import Subject
-from lightning_maia.tools.backends.base import Description, ImageItem
+from lightning_maia.tools.backends._base import Description, ImageItem
 from lightning_maia.tools.toolbox import TOOL_NAMES, Toolbox
 from lightning_maia.world import (
     Concept,

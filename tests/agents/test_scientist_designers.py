@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Subset, TensorDataset
 
+from lightning_maia.agents._scientist_design import ProceduralDesigner
 from lightning_maia.agents.scientist import ScientistAgent
-from lightning_maia.agents.scientist_design import ProceduralDesigner
 from lightning_maia.agents.scientist_designers import (
     ExperimentSetup,
     check_experiment_setup,
@@ -17,9 +17,9 @@ from lightning_maia.agents.scientist_designers import (
     table_of,
 )
 from lightning_maia.agents.tasks import TaskSpec
-from lightning_maia.analysis.class_bias import dataset_concepts, has_metadata_concepts
-from lightning_maia.analysis.spurious import counterfactual_deltas
-from lightning_maia.bench.tinted_digits import TintedDigits
+from lightning_maia.analysis._class_bias import dataset_concepts, has_metadata_concepts
+from lightning_maia.analysis._spurious import counterfactual_deltas
+from lightning_maia.bench._tinted_digits import TintedDigits
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.exemplars import compute_exemplars
 from lightning_maia.subject import Subject

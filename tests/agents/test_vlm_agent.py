@@ -14,7 +14,7 @@ from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.subject import Subject
-from lightning_maia.testing.chat_server import (
+from lightning_maia.testing._chat_server import (
     ChatServer,
     error_reply,
     text_reply,
@@ -24,7 +24,7 @@ from lightning_maia.testing.chat_server import (
 from lightning_maia.tools.backends.vlm import VLMClient, data_url_to_image
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import NeuronSpec, ShapesWorld, SyntheticNeuronModel
-from lightning_maia.world.scene import Concept
+from lightning_maia.world._scene import Concept
 
 FINAL = {
     "label": "stars",

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from lightning_maia.agents.records import UnitReport
-from lightning_maia.analysis.class_bias import (
+from lightning_maia.agents._records import UnitReport
+from lightning_maia.analysis._class_bias import (
     SubgroupFinding,
     audit_class_bias,
     check_subgroups,
@@ -26,10 +26,10 @@ from lightning_maia.analysis.class_bias import (
 )
 from lightning_maia.errors import ConfigurationError, ToolError
 from lightning_maia.world import SyntheticNeuronLayer
-from lightning_maia.world.neurons import NeuronSpec
+from lightning_maia.world._neurons import NeuronSpec
+from lightning_maia.world._scene import Concept
+from lightning_maia.world._subgroups import BiasedShapes, PlantedSubgroup
 from lightning_maia.world.provenance import ProvenanceStore
-from lightning_maia.world.scene import Concept
-from lightning_maia.world.subgroups import BiasedShapes, PlantedSubgroup
 
 
 @pytest.fixture(autouse=True)

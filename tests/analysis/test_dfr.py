@@ -8,8 +8,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from lightning_maia.analysis.dfr import C_GRID, dfr_head
-from lightning_maia.analysis.spurious import balanced_indices
+from lightning_maia.analysis._dfr import C_GRID, dfr_head
+from lightning_maia.analysis._spurious import balanced_indices
 from lightning_maia.errors import ConfigurationError
 
 

@@ -8,11 +8,15 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from lightning_maia.analysis.class_bias import SubgroupFinding
+from lightning_maia.analysis._class_bias import SubgroupFinding
+from lightning_maia.analysis._flagging_evidence import (
+    ModelOutputs,
+    observed_concepts,
+    risk_features,
+)
+from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit
 from lightning_maia.analysis.flagging import FlaggingResult, Thresholds, check_gate, flag
-from lightning_maia.analysis.flagging_evidence import ModelOutputs, observed_concepts, risk_features
-from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit
-from lightning_maia.bench.tinted_digits import TintedDigits
+from lightning_maia.bench._tinted_digits import TintedDigits
 from lightning_maia.errors import ConfigurationError
 
 CLASSES = ["circle", "square"]

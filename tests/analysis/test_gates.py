@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_maia.analysis.gates import evaluate_gates, parse_gate
+from lightning_maia.analysis._gates import evaluate_gates, parse_gate
 from lightning_maia.errors import ConfigurationError
 
 FIGURES = {"spurious_units": 2.0, "auroc.maia": 0.82, "flagged_rate": 0.1, "label_drift": 0.0}

@@ -11,7 +11,8 @@ import torch
 from helpers.lightning_models import ShapesClassifier
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_maia.analysis.interpretation import (
+from lightning_maia._options import Backends, Output
+from lightning_maia.analysis._interpretation import (
     DESCRIBE_HINT,
     choose_units,
     exemplar_change,
@@ -20,7 +21,6 @@ from lightning_maia.analysis.interpretation import (
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.exemplars import compute_exemplars
-from lightning_maia.options import Backends, Output
 from lightning_maia.world import ShapesWorld
 
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from lightning_maia.analysis.class_bias import SubgroupFinding
-from lightning_maia.analysis.risk import (
+from lightning_maia.analysis._class_bias import SubgroupFinding
+from lightning_maia.analysis._risk import (
     L2_CANDIDATES,
     baseline_risks,
     counterfactual_logits,

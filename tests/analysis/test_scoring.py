@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_maia.agents.records import UnitReport
-from lightning_maia.agents.scientist_design import ProceduralDesigner
+from lightning_maia.agents._records import UnitReport
+from lightning_maia.agents._scientist_design import ProceduralDesigner
 from lightning_maia.analysis import (
     PredictiveScore,
     accuracy_by_kind,
@@ -113,7 +113,7 @@ def test_predictive_score_separates_a_right_description_from_a_wrong_one() -> No
 
 
 def test_hard_kinds_are_claimed_by_not_and_three_way_or() -> None:
-    from lightning_maia.analysis.scoring import claimed_kind
+    from lightning_maia.analysis._scoring import claimed_kind
 
     not_red = NeuronSpec("not", (Concept("colour", "red"),))
     three = NeuronSpec(
@@ -143,8 +143,8 @@ def test_hard_kinds_are_claimed_by_not_and_three_way_or() -> None:
 def test_independent_prompts_show_the_concepts_or_none_of_them(
     logic: str, concepts: tuple[str, ...]
 ) -> None:
-    from lightning_maia.analysis.scoring import IndependentPromptWriter
-    from lightning_maia.world.grammar import parse_prompt
+    from lightning_maia.analysis._scoring import IndependentPromptWriter
+    from lightning_maia.world._grammar import parse_prompt
 
     writer = IndependentPromptWriter()
     rng = np.random.default_rng(3)
@@ -159,7 +159,7 @@ def test_independent_prompts_show_the_concepts_or_none_of_them(
 
 
 def test_independent_score_separates_a_right_description_from_a_wrong_one() -> None:
-    from lightning_maia.analysis.scoring import independent_predictive_score
+    from lightning_maia.analysis._scoring import independent_predictive_score
 
     model = SyntheticNeuronModel([RED_STAR], seed=0)
     toolbox = Toolbox(Subject(model, ["neurons:0"]), "neurons:0")

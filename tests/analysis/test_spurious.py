@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_maia.agents.records import UnitReport
-from lightning_maia.analysis.masked_head import (
+from lightning_maia.agents._records import UnitReport
+from lightning_maia.analysis._masked_head import (
     MaskedHead,
     effective_linear,
     find_head,
     install_masked_head,
     restore_masked_heads,
 )
-from lightning_maia.analysis.spurious import (
+from lightning_maia.analysis._spurious import (
     REFIT,
     RefitProtocol,
     balanced_indices,

@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from lightning_maia.agents.records import UnitReport
-from lightning_maia.analysis.head_features import head_inputs
-from lightning_maia.analysis.masked_head import MaskedHead
-from lightning_maia.analysis.spurious import head_metrics
-from lightning_maia.analysis.spurious_options import Refit, SearchBudget
+from lightning_maia._options import Backends, Output
+from lightning_maia.agents._records import UnitReport
+from lightning_maia.analysis._head_features import head_inputs
+from lightning_maia.analysis._masked_head import MaskedHead
+from lightning_maia.analysis._spurious import head_metrics
+from lightning_maia.analysis._spurious_options import Refit, SearchBudget
 from lightning_maia.analysis.spurious_search import (
     SpuriousUnits,
     find_spurious_units,
@@ -21,7 +22,6 @@ from lightning_maia.analysis.spurious_search import (
 )
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.errors import ConfigurationError, ToolError
-from lightning_maia.options import Backends, Output
 from lightning_maia.recipes.shapes_backbone import ShapesBackbone, ShapesBackboneClassifier
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import SpuriousShapes

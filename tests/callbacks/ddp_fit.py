@@ -19,11 +19,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lightning_maia.analysis.spurious_options import Refit, SearchBudget
+from lightning_maia._options import Output
+from lightning_maia.analysis._spurious_options import Refit, SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.callbacks.unit_interpreter import UnitInterpreter
-from lightning_maia.options import Output
 from lightning_maia.recipes.shapes_backbone import ShapesBackbone, ShapesBackboneClassifier
 from lightning_maia.world import SpuriousShapes
 

@@ -24,18 +24,18 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from lightning_maia._options import Backends, Output
 from lightning_maia.agents.tasks import TaskSpec
-from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
-from lightning_maia.analysis.masked_head import MaskedHead
-from lightning_maia.analysis.spurious_options import SearchBudget
+from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
+from lightning_maia.analysis._masked_head import MaskedHead
+from lightning_maia.analysis._spurious_options import SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.errors import BackendError, ConfigurationError
-from lightning_maia.options import Backends, Output
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import SpuriousShapes, SyntheticNeuronLayer
-from lightning_maia.world.neurons import NeuronSpec
-from lightning_maia.world.scene import Concept
+from lightning_maia.world._neurons import NeuronSpec
+from lightning_maia.world._scene import Concept
 
 
 @pytest.fixture(autouse=True)

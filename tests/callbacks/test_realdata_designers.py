@@ -12,14 +12,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_maia.analysis.flagging_options import SpuriousEvidence, SubgroupAudit
-from lightning_maia.analysis.masked_head import MaskedHead
-from lightning_maia.analysis.spurious_options import Refit, SearchBudget
+from lightning_maia._options import Backends, Output
+from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit
+from lightning_maia.analysis._masked_head import MaskedHead
+from lightning_maia.analysis._spurious_options import Refit, SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.callbacks.unit_interpreter import Schedule, UnitInterpreter
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.options import Backends, Output
 from lightning_maia.recipes.tinted_digits import TintedDigitsClassifier, TintedDigitsDataModule
 
 

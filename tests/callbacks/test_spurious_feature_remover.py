@@ -16,13 +16,13 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_maia.agents.records import UnitReport
-from lightning_maia.analysis.head_features import feeding_layer, head_inputs
-from lightning_maia.analysis.masked_head import MaskedHead
-from lightning_maia.analysis.spurious_options import Refit, SearchBudget
+from lightning_maia._options import Backends, Output
+from lightning_maia.agents._records import UnitReport
+from lightning_maia.analysis._head_features import feeding_layer, head_inputs
+from lightning_maia.analysis._masked_head import MaskedHead
+from lightning_maia.analysis._spurious_options import Refit, SearchBudget
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.errors import BackendError, ConfigurationError
-from lightning_maia.options import Backends, Output
 from lightning_maia.recipes.shapes_backbone import ShapesBackbone, ShapesBackboneClassifier
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import ShapesWorld, SpuriousShapes

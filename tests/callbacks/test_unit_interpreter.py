@@ -20,11 +20,11 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_maia._options import Backends, Output
 from lightning_maia.agents.scientist import ScientistAgent
-from lightning_maia.analysis.interpretation import DESCRIBE_HINT
+from lightning_maia.analysis._interpretation import DESCRIBE_HINT
 from lightning_maia.callbacks.unit_interpreter import Exemplars, Schedule, UnitInterpreter
 from lightning_maia.errors import ConfigurationError, UnitSpecError
-from lightning_maia.options import Backends, Output
 from lightning_maia.world import ShapesWorld
 
 

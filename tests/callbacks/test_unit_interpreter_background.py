@@ -14,13 +14,13 @@ import torch
 from helpers.lightning_models import ShapesClassifier, shapes_loaders
 from torch import nn
 
+from lightning_maia._options import Backends, Output
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks._background import probed_modules, probed_snapshot
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
 from lightning_maia.exemplars import compute_exemplars
-from lightning_maia.options import Backends, Output
 from lightning_maia.subject import Subject
-from lightning_maia.testing.chat_server import ChatServer, tool_call_reply
+from lightning_maia.testing._chat_server import ChatServer, tool_call_reply
 from lightning_maia.tools.backends.vlm import VLMClient
 from lightning_maia.world import ShapesWorld
 

@@ -11,10 +11,10 @@ from helpers.lightning_models import ShapesClassifier, ShapesDataModule, shapes_
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
+from lightning_maia._options import Backends, Output
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
-from lightning_maia.options import Backends, Output
-from lightning_maia.testing.chat_server import ChatServer, tool_call_reply
+from lightning_maia.testing._chat_server import ChatServer, tool_call_reply
 from lightning_maia.tools.backends.vlm import VLMClient
 
 FINAL = {"label": "edges", "description": "fires on edges", "concepts": [], "logic": "single"}

@@ -1,5 +1,5 @@
 """UnitInterpreter resolves its designer's backends through the core's path
-(:func:`~lightning_maia.analysis.interpretation.resolve_interpreter_backends`, as
+(:func:`~lightning_maia.analysis._interpretation.resolve_interpreter_backends`, as
 ``interpret_units`` does): configuration errors at ``setup``, before any training; once."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from helpers.lightning_models import ShapesClassifier
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_maia.analysis import interpretation
+from lightning_maia._options import Backends, Output
+from lightning_maia.analysis import _interpretation as interpretation
 from lightning_maia.callbacks import unit_interpreter
 from lightning_maia.callbacks.unit_interpreter import Exemplars, Schedule, UnitInterpreter
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.options import Backends, Output
 from lightning_maia.world import ShapesWorld
 
 

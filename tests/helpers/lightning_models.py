@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_maia.world import NeuronSpec, ShapesWorld, SyntheticNeuronLayer
-from lightning_maia.world.scene import Concept
+from lightning_maia.world._scene import Concept
 
 
 class ShapesClassifier(pl.LightningModule):

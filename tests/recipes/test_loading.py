@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.recipes.loading import PlainModule, load_preprocess, load_weights
+from lightning_maia.recipes._loading import PlainModule, load_preprocess, load_weights
 from lightning_maia.units import resolve_units
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_maia.analysis.masked_head import MaskedHead
+from lightning_maia.analysis._masked_head import MaskedHead
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.recipes.__main__ import config_path
 

@@ -26,7 +26,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from lightning_maia.recipes.__main__ import CONFIGS, config_path
-from lightning_maia.testing.chat_server import ChatServer, text_reply, tool_call_reply
+from lightning_maia.testing._chat_server import ChatServer, text_reply, tool_call_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_MODEL = {

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lightning_maia.analysis.masked_head import MaskedHead, install_masked_head
+from lightning_maia.analysis._masked_head import MaskedHead, install_masked_head
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.recipes import shapes_backbone
 from lightning_maia.recipes.shapes_backbone import (
@@ -183,6 +183,18 @@ def test_recipe_digest_ignores_docs_but_not_code() -> None:
     assert digest(base + "def g():\n    pass\n", ["f"]) == digest(base)
     with pytest.raises(RuntimeError, match="not found"):
         digest(base, ["f", "h"])
+
+
+def test_recipe_digest_reads_private_module_paths_as_public_ones() -> None:
+    # The modules behind the packages became private (`_scene`); the shipped weights' key
+    # must not move with that, but a different module or name still moves it.
+    public = "from __future__ import annotations\nfrom a.scene import B\nfrom a import render\n"
+    private = "from __future__ import annotations\nfrom a._scene import B\n"
+    private += "from a import _render as render\n"
+    other = "from __future__ import annotations\nfrom a._scenes import B\nfrom a import render\n"
+    digest = shapes_backbone._code_without_docs
+    assert digest(public) == digest(private) != digest(other)
+    assert digest("from a import _render\n") != digest("from a import render\n")
 
 
 def test_recipe_digest_reads_source_files_not_patched_functions(

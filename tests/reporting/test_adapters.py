@@ -36,7 +36,7 @@ from lightning_maia.reporting import (
     WandbAdapter,
     adapters_for,
 )
-from lightning_maia.reporting.tensorboard_adapter import markdown_table
+from lightning_maia.reporting._tensorboard_adapter import markdown_table
 
 FRAME = pd.DataFrame(
     {

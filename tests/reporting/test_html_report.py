@@ -16,23 +16,17 @@ import torch
 from helpers.chromium import load_page, requires_chromium, screenshot
 from PIL import Image
 
-from lightning_maia.agents.records import Step, ToolCallRecord, UnitReport
+from lightning_maia.agents._records import Step, ToolCallRecord, UnitReport
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.reporting.html_report import (
-    MAX_IMAGE_SIDE,
-    ReportImage,
-    UnitSection,
-    render_report,
-    sections_from_toolbox,
-    unit_anchor,
-    write_report,
-)
+from lightning_maia.reporting._html_report import render_report, unit_anchor, write_report
+from lightning_maia.reporting._images import MAX_IMAGE_SIDE
+from lightning_maia.reporting._report_content import ReportImage, UnitSection, sections_from_toolbox
 from lightning_maia.subject import Subject
-from lightning_maia.tools.backends.base import Usage
-from lightning_maia.tools.results import Experiment
+from lightning_maia.tools._results import Experiment
+from lightning_maia.tools.backends._base import Usage
 from lightning_maia.tools.toolbox import Toolbox
 from lightning_maia.world import NeuronSpec, ShapesWorld, SyntheticNeuronModel
-from lightning_maia.world.scene import Concept
+from lightning_maia.world._scene import Concept
 
 #: Text a model (or a user) might write that would break out of the page if not escaped.
 HOSTILE = (

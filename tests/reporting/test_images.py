@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.reporting.images import (
+from lightning_maia.reporting._images import (
     make_grid,
     save_png,
     to_display,

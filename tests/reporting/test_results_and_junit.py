@@ -8,12 +8,13 @@ import pytest
 import torch
 import xmlschema
 
-from lightning_maia.agents.records import UnitReport
+from lightning_maia.agents._records import UnitReport
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.reporting.html_report import ReportImage, UnitSection, render_report
-from lightning_maia.reporting.junit import CheckResult, junit_xml, write_junit
-from lightning_maia.reporting.results_store import load_results, save_results
-from lightning_maia.tools.results import Experiment
+from lightning_maia.reporting._html_report import render_report
+from lightning_maia.reporting._junit import CheckResult, junit_xml, write_junit
+from lightning_maia.reporting._report_content import ReportImage, UnitSection
+from lightning_maia.reporting._results_store import load_results, save_results
+from lightning_maia.tools._results import Experiment
 
 SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "data" / "junit.xsd")
 

@@ -14,10 +14,10 @@ import torch
 from helpers.tiny_diffusers import save_tiny_pipelines, tiny_text_to_image_pipeline
 from PIL import Image
 
+from lightning_maia._optional import require
 from lightning_maia.errors import BackendError, ConfigurationError, MissingDependencyError
-from lightning_maia.optional import require
-from lightning_maia.tools.backends.base import ImageEditor, ImageGenerator, ImageItem
-from lightning_maia.tools.backends.diffusers_backend import DiffusersEditor, DiffusersGenerator
+from lightning_maia.tools.backends._base import ImageEditor, ImageGenerator, ImageItem
+from lightning_maia.tools.backends._diffusers_backend import DiffusersEditor, DiffusersGenerator
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -80,7 +80,7 @@ def test_constructing_a_backend_imports_no_diffusers(tiny_folders: dict[str, Pat
     script = textwrap.dedent(
         f"""
         import sys
-        from lightning_maia.tools.backends.diffusers_backend import (
+        from lightning_maia.tools.backends._diffusers_backend import (
             DiffusersEditor, DiffusersGenerator,
         )
         DiffusersGenerator({str(tiny_folders["text-to-image"])!r}, dtype="float16", device="cpu")

@@ -8,10 +8,10 @@ import torch
 from sklearn.datasets import load_sample_images
 
 from lightning_maia.errors import ConfigurationError, GrammarError
-from lightning_maia.tools.backends.base import ImageItem
+from lightning_maia.tools.backends._base import ImageItem
 from lightning_maia.tools.realdata import RealDataEditor
-from lightning_maia.tools.realdata.colours import rgb_to_hsv
-from lightning_maia.tools.realdata.pixel_edits import (
+from lightning_maia.tools.realdata._colours import rgb_to_hsv
+from lightning_maia.tools.realdata._pixel_edits import (
     bounding_box,
     crop,
     flip,

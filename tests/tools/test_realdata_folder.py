@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.scientist_designers import experiment_setup
 from lightning_maia.agents.tasks import TaskSpec
-from lightning_maia.bench.tinted_digits import TintedDigits
+from lightning_maia.bench._tinted_digits import TintedDigits
 from lightning_maia.image_folder import ImageFolder
 from lightning_maia.subject import Subject
 from lightning_maia.tools.realdata import AttributeTable

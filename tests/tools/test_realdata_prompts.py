@@ -14,7 +14,7 @@ from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.scientist_designers import experiment_setup
 from lightning_maia.agents.tasks import TaskSpec
 from lightning_maia.subject import Subject
-from lightning_maia.tools.backends.diffusers_backend import DiffusersEditor, DiffusersGenerator
+from lightning_maia.tools.backends._diffusers_backend import DiffusersEditor, DiffusersGenerator
 from lightning_maia.tools.realdata import PixelDescriber, PromptDesigner
 from lightning_maia.tools.toolbox import Toolbox
 

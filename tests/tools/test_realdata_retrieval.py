@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_maia.bench.tinted_digits import TintedDigits
+from lightning_maia.bench._tinted_digits import TintedDigits
 from lightning_maia.errors import GrammarError, ToolError
-from lightning_maia.tools.backends.base import Description, ImageItem
+from lightning_maia.tools.backends._base import Description, ImageItem
 from lightning_maia.tools.realdata import (
     AttributeConcepts,
     AttributeTable,

@@ -1,6 +1,6 @@
 """The shared region logic and concept matcher, with values checkable by hand.
 
-Every backend shows regions through :mod:`lightning_maia.tools.backends.regions` and matches
+Every backend shows regions through :mod:`lightning_maia.tools.backends._regions` and matches
 concepts with its one matcher; the last tests pin that the backends use them rather than copies,
 each with its own defaults.
 """
@@ -13,13 +13,21 @@ import torch
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.exemplars import mask_images
 from lightning_maia.tools.backends import (
-    captioner,
-    clip_concepts,
-    regions,
-    transformers_backend,
+    _captioner as captioner,
+)
+from lightning_maia.tools.backends import (
+    _clip_concepts as clip_concepts,
+)
+from lightning_maia.tools.backends import (
+    _regions as regions,
+)
+from lightning_maia.tools.backends import (
+    _transformers_backend as transformers_backend,
+)
+from lightning_maia.tools.backends import (
     vlm_describer,
 )
-from lightning_maia.tools.backends.regions import (
+from lightning_maia.tools.backends._regions import (
     EMPTY_REGION_TEXT,
     RegionBox,
     concept_phrase,

@@ -13,7 +13,7 @@ from lightning_maia.subject import Subject
 from lightning_maia.tools.toolbox import TOOL_NAMES, Toolbox
 from lightning_maia.units import Unit
 from lightning_maia.world import NeuronSpec, ShapesWorld, SyntheticNeuronModel, render_scene
-from lightning_maia.world.scene import Concept
+from lightning_maia.world._scene import Concept
 
 
 @pytest.fixture(scope="module")

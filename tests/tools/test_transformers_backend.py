@@ -28,15 +28,15 @@ from PIL import Image
 from torch import Tensor, nn
 
 from lightning_maia.errors import BackendError, ConfigurationError, MissingDependencyError
-from lightning_maia.tools.backends.base import ImageDescriber, ImageItem, ImageSummarizer
-from lightning_maia.tools.backends.captioner import CaptionDescriber, summarize_captions
-from lightning_maia.tools.backends.clip_concepts import (
+from lightning_maia.tools.backends._base import ImageDescriber, ImageItem, ImageSummarizer
+from lightning_maia.tools.backends._captioner import CaptionDescriber, summarize_captions
+from lightning_maia.tools.backends._clip_concepts import (
     ClipConceptScorer,
     format_ranking,
     rank_concepts,
 )
-from lightning_maia.tools.backends.regions import EMPTY_REGION_TEXT, match_concepts, to_pil
-from lightning_maia.tools.backends.transformers_backend import highlight_region, pooled_features
+from lightning_maia.tools.backends._regions import EMPTY_REGION_TEXT, match_concepts, to_pil
+from lightning_maia.tools.backends._transformers_backend import highlight_region, pooled_features
 
 VOCABULARY = ["dog", "cat", "grass", "sky", "red", "ball"]
 RANKING = re.compile(r"^\w+ \(\d\.\d\d\)(, \w+ \(\d\.\d\d\))*$")

@@ -30,7 +30,7 @@ from lightning_maia.errors import (
     MalformedResponseError,
     MissingDependencyError,
 )
-from lightning_maia.testing.chat_server import (
+from lightning_maia.testing._chat_server import (
     ChatServer,
     ScriptedResponse,
     dropped_connection,
@@ -41,9 +41,9 @@ from lightning_maia.testing.chat_server import (
     tool_call_reply,
     tool_calls_reply,
 )
-from lightning_maia.tools.backends.base import ImageDescriber, ImageItem, ImageSummarizer
-from lightning_maia.tools.backends.regions import EMPTY_REGION_TEXT
-from lightning_maia.tools.backends.regions import match_concepts as find_concepts
+from lightning_maia.tools.backends._base import ImageDescriber, ImageItem, ImageSummarizer
+from lightning_maia.tools.backends._regions import EMPTY_REGION_TEXT
+from lightning_maia.tools.backends._regions import match_concepts as find_concepts
 from lightning_maia.tools.backends.vlm import (
     PLACEHOLDER_API_KEY,
     ChatResult,

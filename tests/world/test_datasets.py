@@ -9,12 +9,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.world.datasets import UNBOUNDED_SIZE, ShapesWorld, SpuriousShapes
-from lightning_maia.world.provenance import PROVENANCE
-from lightning_maia.world.render import render_scene
-from lightning_maia.world.scene import SceneSampler
-from lightning_maia.world.subgroups import DEFAULT_BIASES, BiasedShapes, PlantedSubgroup
-from lightning_maia.world.vocabulary import COLOURS, SHAPES
+from lightning_maia.world._datasets import UNBOUNDED_SIZE, ShapesWorld, SpuriousShapes
+from lightning_maia.world._render import render_scene
+from lightning_maia.world._scene import SceneSampler
+from lightning_maia.world._subgroups import DEFAULT_BIASES, BiasedShapes, PlantedSubgroup
+from lightning_maia.world._vocabulary import COLOURS, SHAPES
+from lightning_maia.world.provenance import PROVENANCE, ProvenanceStore
 
 
 def four_sigma(p: float, n: int) -> float:
@@ -263,3 +263,16 @@ def test_planted_subgroup_contract() -> None:
 def test_bad_options_name_the_option(make: object, option: str) -> None:
     with pytest.raises(ConfigurationError, match=option):
         make()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("dataset", [ShapesWorld, SpuriousShapes, BiasedShapes])
+def test_every_dataset_takes_the_shared_item_options_and_refuses_a_misspelt_one(
+    dataset: type[ShapesWorld] | type[SpuriousShapes] | type[BiasedShapes],
+) -> None:
+    store = ProvenanceStore()
+    data = dataset(size=4, seed=2, store=store, sample_ids=True, transform=None)
+    image, label, sample_id = data[1]
+    assert data.store is store and sample_id == f"{data.source_id}#1"
+    assert (store.lookup(image), label) == data.item_scene_and_label(1)
+    with pytest.raises(TypeError, match="tranform"):
+        dataset(size=4, tranform=None)  # type: ignore[call-arg]

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from lightning_maia.errors import GrammarError
-from lightning_maia.world.grammar import apply_edit, parse_prompt
-from lightning_maia.world.render import render_scene
-from lightning_maia.world.scene import Background, Scene, SceneObject, SceneSampler
-from lightning_maia.world.text import describe_scene
-from lightning_maia.world.vocabulary import (
+from lightning_maia.world._grammar import apply_edit, parse_prompt
+from lightning_maia.world._render import render_scene
+from lightning_maia.world._scene import Background, Scene, SceneObject, SceneSampler
+from lightning_maia.world._text import describe_scene
+from lightning_maia.world._vocabulary import (
     BACKGROUND_PATTERNS,
     COLOURS,
     SIZES,

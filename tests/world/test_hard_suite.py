@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.world.datasets import ShapesWorld
-from lightning_maia.world.neuron_suite import (
+from lightning_maia.world._datasets import ShapesWorld
+from lightning_maia.world._neuron_suite import (
     DISTRACTOR_RATE,
     HARD_NOISE,
     build_hard_suite,
@@ -15,8 +15,8 @@ from lightning_maia.world.neuron_suite import (
     hard_probe_sampler,
     sample_distractors,
 )
-from lightning_maia.world.neurons import NeuronSpec
-from lightning_maia.world.scene import Background, Concept, Scene, SceneObject
+from lightning_maia.world._neurons import NeuronSpec
+from lightning_maia.world._scene import Background, Concept, Scene, SceneObject
 
 C = Concept.parse
 TWO = Scene(

@@ -9,16 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.world.datasets import ShapesWorld
-from lightning_maia.world.neuron_suite import build_neuron_suite, sample_neuron_specs
-from lightning_maia.world.neurons import (
+from lightning_maia.world._datasets import ShapesWorld
+from lightning_maia.world._neuron_suite import build_neuron_suite, sample_neuron_specs
+from lightning_maia.world._neurons import (
     NeuronSpec,
     SyntheticNeuron,
     SyntheticNeuronLayer,
     SyntheticNeuronModel,
 )
+from lightning_maia.world._scene import Background, Concept, Scene, SceneObject
 from lightning_maia.world.provenance import ProvenanceStore, render_and_register
-from lightning_maia.world.scene import Background, Concept, Scene, SceneObject
 
 C = Concept.parse
 

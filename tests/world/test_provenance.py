@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from lightning_maia.errors import ConfigurationError
+from lightning_maia.world._render import render_scene
+from lightning_maia.world._scene import Background, Scene, SceneObject
 from lightning_maia.world.provenance import (
     PROVENANCE,
     ProvenanceStore,
     image_key,
     render_and_register,
 )
-from lightning_maia.world.render import render_scene
-from lightning_maia.world.scene import Background, Scene, SceneObject
 
 
 def scene(seed: int, colour: str = "red") -> Scene:

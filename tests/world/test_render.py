@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.world.render import (
+from lightning_maia.world._render import (
     COLOUR_OFFSETS,
     LEVELS,
     NAMED_OFFSETS,
@@ -16,8 +16,8 @@ from lightning_maia.world.render import (
     render_scene,
     render_scenes,
 )
-from lightning_maia.world.scene import Background, Concept, Scene, SceneObject, SceneSampler
-from lightning_maia.world.vocabulary import (
+from lightning_maia.world._scene import Background, Concept, Scene, SceneObject, SceneSampler
+from lightning_maia.world._vocabulary import (
     BACKGROUND_TEXTURES,
     COLOURS,
     NAMED_BACKGROUNDS,

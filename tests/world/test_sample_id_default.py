@@ -9,11 +9,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.world.datasets import ShapesWorld, SpuriousShapes
-from lightning_maia.world.neuron_suite import sample_neuron_specs
-from lightning_maia.world.neurons import SyntheticNeuronModel
+from lightning_maia.world._datasets import ShapesWorld, SpuriousShapes
+from lightning_maia.world._neuron_suite import sample_neuron_specs
+from lightning_maia.world._neurons import SyntheticNeuronModel
+from lightning_maia.world._subgroups import BiasedShapes
 from lightning_maia.world.provenance import ProvenanceStore
-from lightning_maia.world.subgroups import BiasedShapes
 
 
 @pytest.mark.parametrize(

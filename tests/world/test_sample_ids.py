@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.exemplars import compute_exemplars
 from lightning_maia.subject import Subject
-from lightning_maia.tools.backends.procedural import ProceduralGenerator
+from lightning_maia.tools.backends._procedural import ProceduralGenerator
 from lightning_maia.tools.toolbox import Toolbox
-from lightning_maia.world.datasets import ShapesWorld, SpuriousShapes
-from lightning_maia.world.neuron_suite import sample_neuron_specs
-from lightning_maia.world.neurons import SyntheticNeuronModel
+from lightning_maia.world._datasets import ShapesWorld, SpuriousShapes
+from lightning_maia.world._neuron_suite import sample_neuron_specs
+from lightning_maia.world._neurons import SyntheticNeuronModel
 from lightning_maia.world.provenance import PROVENANCE, ProvenanceStore
 
 SPECS = sample_neuron_specs(0, n_mono=4, n_or=2, n_and=2)

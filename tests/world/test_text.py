@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from lightning_maia.errors import ConfigurationError
-from lightning_maia.world.render import render_scene
-from lightning_maia.world.scene import Background, Concept, Scene, SceneObject
-from lightning_maia.world.text import (
+from lightning_maia.world._render import render_scene
+from lightning_maia.world._scene import Background, Concept, Scene, SceneObject
+from lightning_maia.world._text import (
     common_concepts,
     describe_region,
     describe_scene,

@@ -5,7 +5,7 @@ A generator makes images from text (:class:`ImageGenerator`), an editor changes 
 libraries (diffusers, transformers, openai) are imported when a backend first loads its model.
 """
 
-from lightning_maia.tools.backends.base import (
+from lightning_maia.tools.backends._base import (
     Description,
     ImageDescriber,
     ImageEditor,
@@ -14,17 +14,17 @@ from lightning_maia.tools.backends.base import (
     ImageSummarizer,
     Usage,
 )
-from lightning_maia.tools.backends.captioner import CaptionDescriber
-from lightning_maia.tools.backends.clip_concepts import ClipConceptScorer
-from lightning_maia.tools.backends.diffusers_backend import DiffusersEditor, DiffusersGenerator
-from lightning_maia.tools.backends.procedural import (
+from lightning_maia.tools.backends._captioner import CaptionDescriber
+from lightning_maia.tools.backends._clip_concepts import ClipConceptScorer
+from lightning_maia.tools.backends._diffusers_backend import DiffusersEditor, DiffusersGenerator
+from lightning_maia.tools.backends._procedural import (
     ProceduralDescriber,
     ProceduralEditor,
     ProceduralGenerator,
 )
+from lightning_maia.tools.backends._vlm_redaction import Redactor
 from lightning_maia.tools.backends.vlm import ChatMessage, ChatResult, ToolCall, VLMClient
 from lightning_maia.tools.backends.vlm_describer import VLMDescriber
-from lightning_maia.tools.backends.vlm_redaction import Redactor
 
 __all__ = [
     "CaptionDescriber",

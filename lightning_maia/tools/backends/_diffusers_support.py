@@ -1,7 +1,7 @@
 """Pure helpers of the diffusers backends: option checks, devices and dtypes, image batches.
 
 Nothing here imports diffusers (constructing a backend must not), and nothing holds state; the
-backends in :mod:`~lightning_maia.tools.backends.diffusers_backend` are the only callers.
+backends in :mod:`~lightning_maia.tools.backends._diffusers_backend` are the only callers.
 
 >>> round_up(13, 8), check_dtype("float16")
 (16, torch.float16)
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_maia.errors import ConfigurationError, bad_option
-from lightning_maia.tools.backends.base import ImageItem
+from lightning_maia.tools.backends._base import ImageItem
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _DTYPE_CHOICES = "'auto', 'float32', 'float16', 'bfloat16' or one of those torch dtypes"

@@ -9,12 +9,12 @@ usage and cost. SDK errors come back as the library's typed errors: no answer in
 (:class:`~lightning_maia.errors.MalformedResponseError`). The SDK retries timeouts, dropped
 connections, 429 and 5xx replies ``max_retries`` times before the error is raised.
 
-Building messages and parsing replies is :mod:`~lightning_maia.tools.backends.vlm_messages`'s
+Building messages and parsing replies is :mod:`~lightning_maia.tools.backends._vlm_messages`'s
 work; its names are re-exported here, so ``from lightning_maia.tools.backends.vlm import
 ChatResult, user_message`` keeps working.
 
 The API key never appears in the client's ``repr``, in error messages or in logs, and every reply
-passes through :attr:`VLMClient.redactor` (:mod:`~lightning_maia.tools.backends.vlm_redaction`)
+passes through :attr:`VLMClient.redactor` (:mod:`~lightning_maia.tools.backends._vlm_redaction`)
 before it is returned: an endpoint that echoes the key (or any ``Authorization`` value) in its
 text, tool calls or error bodies gets ``[redacted]`` back into the library instead.
 
@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from lightning_maia._optional import require
 from lightning_maia.errors import (
     BackendError,
     BackendHTTPError,
@@ -44,9 +45,8 @@ from lightning_maia.errors import (
     MalformedResponseError,
     bad_option,
 )
-from lightning_maia.optional import require
-from lightning_maia.tools.backends.base import Usage
-from lightning_maia.tools.backends.vlm_messages import (
+from lightning_maia.tools.backends._base import Usage
+from lightning_maia.tools.backends._vlm_messages import (
     ChatMessage,
     ChatResult,
     ToolCall,
@@ -58,7 +58,7 @@ from lightning_maia.tools.backends.vlm_messages import (
     tool_message,
     user_message,
 )
-from lightning_maia.tools.backends.vlm_redaction import Redactor
+from lightning_maia.tools.backends._vlm_redaction import Redactor
 
 __all__ = [
     "DEFAULT_BASE_URL",

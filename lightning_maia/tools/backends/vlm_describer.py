@@ -5,7 +5,7 @@ darkened (and, with ``show_crop``, a close-up crop of the region after it), and 
 to describe ONLY the highlighted region in a short phrase. Summarizing sends all the regions in
 one request and asks what they have in common (MAIA's ``summarize_images``). The prompts are the
 package files ``lightning_maia/tools/prompts/describe_region.md`` and ``summarize_regions.md``.
-Dimming, cropping and concept matching are :mod:`~lightning_maia.tools.backends.regions`'s; this
+Dimming, cropping and concept matching are :mod:`~lightning_maia.tools.backends._regions`'s; this
 module only picks the describer's defaults (``dim=0.3``, a close-up margin of 0.15).
 
 >>> import torch
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_maia.errors import ConfigurationError, MalformedResponseError, bad_option
-from lightning_maia.tools.backends.base import Description, ImageItem, Usage
-from lightning_maia.tools.backends.regions import (
+from lightning_maia.tools.backends._base import Description, ImageItem, Usage
+from lightning_maia.tools.backends._regions import (
     EMPTY_REGION_TEXT,
     crop_to_region,
     dim_outside,
@@ -101,7 +101,7 @@ class VLMDescriber:
 
     ``client`` carries the endpoint, model, timeout and retries (None: a :class:`VLMClient`
     configured from the environment). ``vocabulary`` terms found in a description become its
-    ``concepts`` (:func:`~lightning_maia.tools.backends.regions.match_concepts`). Outside the
+    ``concepts`` (:func:`~lightning_maia.tools.backends._regions.match_concepts`). Outside the
     mask, pixels are scaled by ``dim``; ``show_crop`` also sends a close-up of the region
     (:func:`crop_region`, its box grown by ``crop_margin`` of its longer side); ``detail`` is
     OpenAI's image resolution hint. Up to ``max_concurrency`` describe requests run at once. An

@@ -4,8 +4,8 @@ that need no API, and prompt design for diffusers. See :mod:`.retrieval`, :mod:`
 edit that made it) lives in the provenance store each is given
 (:mod:`lightning_maia.world.provenance`)."""
 
-from lightning_maia.tools.realdata.colours import COLOUR_HUES, COLOUR_NAMES, tint
-from lightning_maia.tools.realdata.describers import (
+from lightning_maia.tools.realdata._colours import COLOUR_HUES, COLOUR_NAMES, tint
+from lightning_maia.tools.realdata._describers import (
     AttributeConcepts,
     ClassifierDescriber,
     CombinedDescriber,
@@ -13,10 +13,10 @@ from lightning_maia.tools.realdata.describers import (
     TableDescriber,
     default_describer,
 )
-from lightning_maia.tools.realdata.editor import RealDataEditor
-from lightning_maia.tools.realdata.prompt_designer import PromptDesigner
-from lightning_maia.tools.realdata.retrieval import RetrievalDesigner, RetrievalGenerator
-from lightning_maia.tools.realdata.table import AttributeTable
+from lightning_maia.tools.realdata._editor import RealDataEditor
+from lightning_maia.tools.realdata._prompt_designer import PromptDesigner
+from lightning_maia.tools.realdata._retrieval import RetrievalDesigner, RetrievalGenerator
+from lightning_maia.tools.realdata._table import AttributeTable
 from lightning_maia.world.provenance import EditRecord, ImageFacts
 
 __all__ = [
