@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 from lightning_maia._exemplar_cache import ExemplarCache, exemplar_cache_key
 from lightning_maia._sketch import QuantileSketch
 from lightning_maia.errors import ConfigurationError, bad_option, closest_names
+from lightning_maia.evaluation_constants import EXEMPLAR_MASK_QUANTILE, EXEMPLAR_PASS_K
 from lightning_maia.recording import REDUCTIONS, ActivationRecorder, TokenLayout
 from lightning_maia.subject import Preprocess, Subject
 from lightning_maia.units import Unit, UnitSelection, resolve_units
@@ -504,11 +505,11 @@ def compute_exemplars(
     model: nn.Module | Subject,
     data: DataLoader[Any] | Dataset[Any],
     units: str | Sequence[str] | Sequence[UnitSelection] | Sequence[Unit],
-    k: int = 15,
+    k: int = EXEMPLAR_PASS_K,
     *,
     class_names: Sequence[str] | None = None,
     reduction: str = "max",
-    quantile: float = 0.99,
+    quantile: float = EXEMPLAR_MASK_QUANTILE,
     batch_size: int | None = None,
     num_workers: int | None = None,
     batch_to_images: BatchToImages = default_batch_to_images,

@@ -44,6 +44,7 @@ from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.scientist_designers import table_of
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.errors import BackendError, MaiaError, ToolError, bad_option
+from lightning_maia.evaluation_constants import FLAG_IMAGES_PER_VALUE
 from lightning_maia.subject import Subject
 from lightning_maia.tools.backends._base import (
     ImageDescriber,
@@ -187,7 +188,7 @@ def audit_class_bias(
     editor: ImageEditor | None = None,
     describer: ImageDescriber | None = None,
     image_size: int = 64,
-    images_per_value: int = 12,
+    images_per_value: int = FLAG_IMAGES_PER_VALUE,
     seed: int = 0,
     on_error: str = "warn",
     store: ProvenanceStore | None = None,

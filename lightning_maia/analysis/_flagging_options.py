@@ -26,6 +26,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import (
+    FLAG_IMAGES_PER_VALUE,
+    FLAG_MAX_CHECKED_UNITS,
+    FLAG_THRESHOLD,
+    FLAG_TOP_N,
+)
 
 #: How inputs are matched to the subgroups the class-bias audit found.
 CONCEPTS = ("auto", "metadata", "describer", "none")
@@ -64,7 +70,7 @@ class SpuriousEvidence:
     #: ``backbone.pool``); None skips that check.
     feature_layer: str | None = None
     #: Units (most influential first) the own check examines.
-    max_checked_units: int = 8
+    max_checked_units: int = FLAG_MAX_CHECKED_UNITS
 
     def __post_init__(self) -> None:
         units = self.spurious_units
@@ -103,7 +109,7 @@ class SubgroupAudit:
     #: The classes audited (default: all).
     audit_classes: Sequence[str] | None = None
     #: Images the offline scientist scores per attribute value.
-    images_per_value: int = 12
+    images_per_value: int = FLAG_IMAGES_PER_VALUE
     #: Where the attribute values of each input come from: ``describer`` (the describer's
     #: concepts of each image), ``metadata`` (the procedural scene or attribute columns behind
     #: each item, as a perfect describer would read them), ``auto`` (metadata where the data
@@ -131,9 +137,9 @@ class Thresholds:
     """What is flagged, what is shown, and the CI gate's limits."""
 
     #: An input is flagged when its MAIA risk (a probability of error) is at least this.
-    flag_threshold: float = 0.5
+    flag_threshold: float = FLAG_THRESHOLD
     #: Flagged inputs logged in the table, as thumbnails and in the report.
-    top_n: int = 20
+    top_n: int = FLAG_TOP_N
     #: The gate fails when more than this share of inputs is flagged (None: not checked).
     max_flagged_rate: float | None = None
     #: The gate fails when the audit finds more subgroups than this (None: not checked).

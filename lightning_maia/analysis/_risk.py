@@ -52,6 +52,13 @@ from torch import Tensor
 
 from lightning_maia.analysis._class_bias import SubgroupFinding
 from lightning_maia.errors import ConfigurationError, bad_option
+from lightning_maia.evaluation_constants import (
+    FLAG_FOLDS,
+    FLAG_REASON_CONFIDENCE,
+    FLAG_REASON_RELIANCE,
+    RISK_L2_CANDIDATES,
+    RISK_L2_FOLDS,
+)
 from lightning_maia.metrics import auroc, average_precision
 
 #: The baseline scores, in the order they are reported.
@@ -62,9 +69,9 @@ SCORES: tuple[str, ...] = (*BASELINES, "maia")
 MAIA_FEATURES: tuple[str, ...] = ("msp", "reliance", "subgroup", "counterfactual")
 #: The L2 strengths (of ``mean log loss + l2 * |w|^2``) the combination chooses among by
 #: cross-validated AUROC on its fitting data; weakest first, so a tie keeps the weaker penalty.
-L2_CANDIDATES: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+L2_CANDIDATES = RISK_L2_CANDIDATES
 #: Folds of that cross-validation (fewer when the fitting data hold fewer errors).
-L2_FOLDS = 5
+L2_FOLDS = RISK_L2_FOLDS
 
 
 # -- baselines ------------------------------------------------------------------------------
@@ -467,7 +474,7 @@ def cross_fitted_risk(
     errors: Tensor,
     item_ids: Sequence[str],
     *,
-    folds: int = 2,
+    folds: int = FLAG_FOLDS,
     seed: int = 0,
     feature_names: Sequence[str] = MAIA_FEATURES,
     l2: float | Sequence[float] = L2_CANDIDATES,
@@ -552,8 +559,8 @@ def flag_reason(
     leading: bool = False,
     subgroup: SubgroupFinding | None = None,
     ablated_prediction: tuple[str, float] | None = None,
-    reliance_threshold: float = 0.5,
-    confidence_threshold: float = 0.5,
+    reliance_threshold: float = FLAG_REASON_RELIANCE,
+    confidence_threshold: float = FLAG_REASON_CONFIDENCE,
 ) -> str:
     """Why an input was flagged, in words; the causes that apply, joined by ``; ``.
 

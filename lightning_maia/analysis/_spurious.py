@@ -57,6 +57,14 @@ from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.analysis._counterfactuals import counterfactual_deltas, edit_pairs
 from lightning_maia.errors import MaiaError, bad_option
+from lightning_maia.evaluation_constants import (
+    ERASE_MAX_RANK,
+    ERASE_SUBSPACE_ENERGY,
+    REMOVER_CV_C_GRID,
+    REMOVER_CV_FOLDS,
+    REMOVER_REFIT_C,
+    REMOVER_REFIT_MAX_ITER,
+)
 from lightning_maia.exemplars import ExemplarResult
 from lightning_maia.subject import Preprocess, Subject
 from lightning_maia.tools.backends._base import ImageDescriber, ImageEditor, ImageGenerator
@@ -74,14 +82,14 @@ class RefitProtocol:
     #: Inverse L2 strength (scikit-learn's ``C``) on standardised features. 0.01 is strong: a
     #: head cannot lean on a few units, so which units it is given decides what it learns
     #: (fixed once, on the validation split of the benchmark's first seed).
-    c: float = 0.01
-    max_iter: int = 2000
+    c: float = REMOVER_REFIT_C
+    max_iter: int = REMOVER_REFIT_MAX_ITER
 
 
 #: The protocol of the ``spurious`` benchmark and the callback's default.
 REFIT = RefitProtocol()
 #: The penalties :func:`choose_refit` tries (scikit-learn's ``C``), strongest first.
-REFIT_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
+REFIT_GRID = REMOVER_CV_C_GRID
 
 
 @dataclass
@@ -217,7 +225,7 @@ def choose_refit(
     *,
     projection: Tensor | None = None,
     grid: Sequence[float] = REFIT_GRID,
-    folds: int = 5,
+    folds: int = REMOVER_CV_FOLDS,
     num_classes: int | None = None,
     seed: int = 0,
 ) -> RefitProtocol:
@@ -402,7 +410,9 @@ def choose_copies(
     return CopiesChoice(heads[best], best, scores, penalties)
 
 
-def spurious_subspace(deltas: Tensor, *, energy: float = 0.9, max_rank: int = 16) -> Tensor:
+def spurious_subspace(
+    deltas: Tensor, *, energy: float = ERASE_SUBSPACE_ENERGY, max_rank: int = ERASE_MAX_RANK
+) -> Tensor:
     """An orthonormal (F, r) basis of the directions counterfactual edits move features along.
 
     ``deltas`` are (M, F) feature differences (edited minus original); the basis holds the top
@@ -428,8 +438,8 @@ def erase_remedy(
     labels: Tensor,
     deltas: Tensor,
     *,
-    energy: float = 0.9,
-    max_rank: int = 16,
+    energy: float = ERASE_SUBSPACE_ENERGY,
+    max_rank: int = ERASE_MAX_RANK,
     protocol: RefitChoice = REFIT,
     num_classes: int | None = None,
 ) -> LinearHead:

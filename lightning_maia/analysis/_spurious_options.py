@@ -24,6 +24,11 @@ from typing import Literal
 
 from lightning_maia.analysis._spurious import REFIT, RefitProtocol
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import (
+    REMOVER_ERASE_ENERGY,
+    REMOVER_EXEMPLARS_K,
+    REMOVER_TOP_UNITS,
+)
 
 REMEDIES = ("select", "erase")
 #: Verdicts whose units ``select`` may keep.
@@ -38,9 +43,9 @@ class SearchBudget:
     """How much of the model the search looks at."""
 
     #: Units the L1 regression ranks highest and the agent judges.
-    k: int = 50
+    k: int = REMOVER_TOP_UNITS
     #: Dataset exemplars per unit shown to the agent.
-    exemplars_k: int = 15
+    exemplars_k: int = REMOVER_EXEMPLARS_K
     #: Batch size of the passes that read the head's input features.
     batch_size: int = 256
 
@@ -69,7 +74,7 @@ class Refit:
     #: where a backbone spreads a shortcut over many units and a strong fixed penalty leans on it.
     protocol: RefitProtocol | Literal["cv"] = REFIT
     #: Share of the edits' feature variance the erased subspace explains (``erase``).
-    erase_energy: float = 0.8
+    erase_energy: float = REMOVER_ERASE_ENERGY
     #: Fine-tune the refit head this many epochs on the training features with cross-entropy
     #: (mask and projection fixed); the callback does it after a ``fit_end`` refit only.
     finetune_epochs: int = 0

@@ -71,6 +71,7 @@ from lightning_maia.analysis._flagging_evidence import (
 from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
 from lightning_maia.analysis._masked_head import find_head
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import FLAG_FOLDS
 from lightning_maia.exemplars import ExemplarResult
 
 #: Who names itself in configuration errors.
@@ -174,7 +175,7 @@ def flag(
     backends: Backends | ResolvedExperiments | None = None,
     preprocess: Callable[[Tensor], Tensor] | None = None,
     batch_size: int = 256,
-    folds: int = 2,
+    folds: int = FLAG_FOLDS,
     on_error: str = "warn",
     seed: int = 0,
     remover_units: Mapping[int, str] | None = None,

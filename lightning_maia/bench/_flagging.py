@@ -93,6 +93,18 @@ from lightning_maia.bench._provenance import state_dict_sha256
 from lightning_maia.bench._spurious import FULL as SPURIOUS_FULL
 from lightning_maia.bench._spurious import Settings as SpuriousSettings
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import (
+    FLAGGING_BIASED_SIZE,
+    FLAGGING_BOOTSTRAP_FULL,
+    FLAGGING_BOOTSTRAP_QUICK,
+    FLAGGING_GOAL_AUPR_GAIN,
+    FLAGGING_GOAL_AUROC_GAIN,
+    FLAGGING_GOAL_BIAS_RECOVERY,
+    FLAGGING_GOAL_FALSE_POSITIVES,
+    FLAGGING_LEARNED_DROP,
+    FLAGGING_SEEDS_FULL,
+    FLAGGING_SEEDS_QUICK,
+)
 from lightning_maia.exemplars import compute_exemplars
 from lightning_maia.recipes.shapes_backbone import (
     CLASSIFIER_FEATURE_LAYER,
@@ -117,8 +129,11 @@ TABLE_KEYS: tuple[str, ...] = (
 AGENTS = ("scientist",)
 #: Seeds of ``--quick`` (two took 192 s on an idle machine, past its 180 s budget), and what
 #: the JSON says of it.
-QUICK_SEEDS = 1
-SEEDS_NOTE = f"--quick runs {QUICK_SEEDS} seed(s) of part 1 to stay in its time budget; full runs 3"
+QUICK_SEEDS = FLAGGING_SEEDS_QUICK
+SEEDS_NOTE = (
+    f"--quick runs {QUICK_SEEDS} seed(s) of part 1 to stay in its time budget; "
+    f"full runs {FLAGGING_SEEDS_FULL}"
+)
 #: Where the subgroup membership of each test input comes from (said in the JSON).
 SUBGROUP_CONCEPTS = (
     "the predicted class, and the attributes other than the shape (background, colour, size, "
@@ -138,21 +153,21 @@ class Sizes:
     #: Epochs of the small CNN.
     epochs: int
     #: Seeds of part 1 (``seed``, ``seed + 1``, ...), and bootstrap resamples per seed.
-    seeds: int = 3
-    bootstrap: int = 1000
+    seeds: int = FLAGGING_SEEDS_FULL
+    bootstrap: int = FLAGGING_BOOTSTRAP_FULL
 
 
 FULL = Sizes(checked_units=128, biased_train=3000, biased_test=1800, epochs=8)
 QUICK = Sizes(checked_units=48, biased_train=1500, biased_test=900, epochs=6, seeds=QUICK_SEEDS,
-              bootstrap=200)  # fmt: skip
+              bootstrap=FLAGGING_BOOTSTRAP_QUICK)  # fmt: skip
 #: The spurious benchmark's setting: splits, ERM epochs, l1 selection, exemplars, backbone.
 SPURIOUS: SpuriousSettings = SPURIOUS_FULL
 #: A planted shortcut the model scores at least this much lower (relative) was learned.
-LEARNED = 0.2
+LEARNED = FLAGGING_LEARNED_DROP
 #: The goals: MAIA's mean gain over MSP in AUROC and in AUPR (errors as positives).
-AUROC_GAIN, AUPR_GAIN = 0.03, 0.08
+AUROC_GAIN, AUPR_GAIN = FLAGGING_GOAL_AUROC_GAIN, FLAGGING_GOAL_AUPR_GAIN
 #: Side of the BiasedShapes images the small CNN of part 2 sees.
-BIASED_SIZE = 64
+BIASED_SIZE = FLAGGING_BIASED_SIZE
 
 
 def run(quick: bool = False, seed: int = 0, agent: str = "scientist") -> dict[str, Any]:
@@ -189,8 +204,12 @@ def benchmark(sizes: Sizes, seed: int = 0, *, quick: bool = False) -> dict[str, 
     figures["goals"] = {
         f"maia_auroc_beats_msp_by_{AUROC_GAIN}": bool(gains["auroc"] >= AUROC_GAIN),
         f"maia_aupr_beats_msp_by_{AUPR_GAIN}": bool(gains["aupr_error"] >= AUPR_GAIN),
-        "bias_recovery_0.9": bool(figures["bias_recovery"] >= 0.9),
-        "false_positives_per_class_at_most_1": bool(max(fp.values(), default=0) <= 1),
+        f"bias_recovery_{FLAGGING_GOAL_BIAS_RECOVERY}": bool(
+            figures["bias_recovery"] >= FLAGGING_GOAL_BIAS_RECOVERY
+        ),
+        f"false_positives_per_class_at_most_{FLAGGING_GOAL_FALSE_POSITIVES}": bool(
+            max(fp.values(), default=0) <= FLAGGING_GOAL_FALSE_POSITIVES
+        ),
     }
     scalars = ("test_accuracy", "worst_group_accuracy", "error_rate", "units_judged")
     figures.update(

@@ -36,13 +36,15 @@ from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.vlm_agent import VLMAgent
 from lightning_maia.callbacks._background import probed_modules
 from lightning_maia.callbacks.unit_interpreter import Exemplars, UnitInterpreter
+from lightning_maia.evaluation_constants import OVERHEAD_STUB_DELAY_S, OVERHEAD_UNITS
 from lightning_maia.testing._chat_server import ChatServer, tool_call_reply
 from lightning_maia.tools.backends.vlm import VLMClient
 from lightning_maia.world import ShapesWorld
 
 TABLE_KEYS = ("ratio_sync", "seconds_per_unit_sync", "ratio_background_stub_vlm")
-UNITS = 8
-STUB_DELAY_S = 1.0
+#: Units interpreted every epoch, and the stub VLM's delay per call (the issue's setting).
+UNITS = OVERHEAD_UNITS
+STUB_DELAY_S = OVERHEAD_STUB_DELAY_S
 #: How long each fit's stub VLM may live (a fit on a loaded machine can take minutes).
 STUB_LIFETIME_S = 3600.0
 PROBED_LAYER = "features.4"

@@ -74,6 +74,30 @@ from lightning_maia.analysis._spurious import (
 from lightning_maia.bench._tinted_digits import TintedDigits
 from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import (
+    FLAGGING_GOAL_AUPR_GAIN,
+    FLAGGING_GOAL_AUROC_GAIN,
+    REALDATA_CLASSES,
+    REALDATA_COLOUR_WEIGHT,
+    REALDATA_COPIES,
+    REALDATA_ERM_EPOCHS_FULL,
+    REALDATA_ERM_EPOCHS_QUICK,
+    REALDATA_GOAL_DFR_TOLERANCE,
+    REALDATA_GOAL_ERASE_BALANCED,
+    REALDATA_GOAL_SELECT_BALANCED,
+    REALDATA_GOAL_SELECT_WORST,
+    REALDATA_GOAL_VS_RANDOM_K,
+    REALDATA_KEEP,
+    REALDATA_QUICK_TOP_SHARE,
+    REALDATA_RANDOM_DRAWS,
+    REALDATA_SEEDS_FULL,
+    REALDATA_SEEDS_QUICK,
+    REALDATA_SHORTCUT,
+    REALDATA_TOP_UNITS,
+    REALDATA_TRAIN_COPIES,
+    REALDATA_WIDTH,
+    REMOVER_ERASE_ENERGY,
+)
 from lightning_maia.exemplars import compute_exemplars
 from lightning_maia.recipes.tinted_digits import SIZE, TintedDigitsClassifier
 from lightning_maia.tools.realdata import ClassifierDescriber, CombinedDescriber, PixelDescriber
@@ -97,12 +121,13 @@ class Setting:
     why: str
 
 
+_CLASSES = dict(REALDATA_CLASSES)
 SUITES: dict[str, Setting] = {
     "standard": Setting(
-        classes=6,
-        width=32,
-        colour_weight=0.1,
-        top=16,
+        classes=_CLASSES["standard"],
+        width=REALDATA_WIDTH,
+        colour_weight=REALDATA_COLOUR_WEIGHT,
+        top=REALDATA_TOP_UNITS,
         why="six digits, each with its own colour: the backbone (pretrained on balanced data "
         "to tell the digit, the colour weighted 0.1) carries the colour in many units and "
         "each digit in few, so the Lightning-trained head leans on the colour and k random "
@@ -111,22 +136,22 @@ SUITES: dict[str, Setting] = {
         "included test-split rows of seeds 0-1",
     ),
     "four_digits": Setting(
-        classes=4,
-        width=32,
-        colour_weight=0.1,
-        top=16,
+        classes=_CLASSES["four_digits"],
+        width=REALDATA_WIDTH,
+        colour_weight=REALDATA_COLOUR_WEIGHT,
+        top=REALDATA_TOP_UNITS,
         why="the first setting (digits 0-3): the ERM head is robust on some seeds and any "
         "8-12 of the 16 top units refit well, so the goals cannot be reached there",
     ),
 }
 #: Verdicts whose units ``maia_select`` keeps: MAIA's §5.1 drops the units judged spurious and
 #: keeps the rest of the top units (on entangled real features most are ``unclear``).
-KEEP: tuple[str, ...] = ("core", "unclear")
+KEEP = REALDATA_KEEP
 #: Counterfactual copies of the training data ``maia_select`` may add (chosen on the holdout
 #: split's class labels): 0 is MAIA's plain select.
-COPIES: tuple[int, ...] = (0, 1, 3)
+COPIES = REALDATA_COPIES
 #: Share of the colour edits' squared feature change the erased subspace explains.
-ERASE_ENERGY = 0.8
+ERASE_ENERGY = REMOVER_ERASE_ENERGY
 #: The printed figures.
 TABLE_KEYS = (
     "balanced_accuracy",
@@ -138,11 +163,13 @@ TABLE_KEYS = (
 )
 ROWS = ("erm_head", "maia_select", "maia_erase", "l1_topk", "random_k", "dfr")
 GOALS = (
-    "maia_select worst-group >= erm_head + 0.25 and balanced >= erm_head + 0.03",
-    "maia_erase balanced >= erm_head + 0.05",
-    "maia_select and maia_erase balanced >= random_k + 0.10",
-    "maia_select and maia_erase balanced within 0.05 of dfr",
-    "flagging: maia AUROC >= msp + 0.03 and AUPR >= msp + 0.08",
+    f"maia_select worst-group >= erm_head + {REALDATA_GOAL_SELECT_WORST:.2f} and balanced >= "
+    f"erm_head + {REALDATA_GOAL_SELECT_BALANCED:.2f}",
+    f"maia_erase balanced >= erm_head + {REALDATA_GOAL_ERASE_BALANCED:.2f}",
+    f"maia_select and maia_erase balanced >= random_k + {REALDATA_GOAL_VS_RANDOM_K:.2f}",
+    f"maia_select and maia_erase balanced within {REALDATA_GOAL_DFR_TOLERANCE:.2f} of dfr",
+    f"flagging: maia AUROC >= msp + {FLAGGING_GOAL_AUROC_GAIN:.2f} and AUPR >= msp + "
+    f"{FLAGGING_GOAL_AUPR_GAIN:.2f}",
 )
 
 
@@ -151,9 +178,9 @@ class Settings:
     seeds: int
     setting: Setting
     top: int
-    erm_epochs: int = 20
-    random_draws: int = 5
-    copies: int = 2
+    erm_epochs: int = REALDATA_ERM_EPOCHS_FULL
+    random_draws: int = REALDATA_RANDOM_DRAWS
+    copies: int = REALDATA_TRAIN_COPIES
 
 
 def settings_for(quick: bool, suite: str) -> Settings:
@@ -161,8 +188,14 @@ def settings_for(quick: bool, suite: str) -> Settings:
         raise bad_option("suite", " or ".join(SUITES), suite)
     setting = SUITES[suite]
     if quick:
-        return Settings(seeds=2, setting=setting, top=setting.top * 3 // 4, erm_epochs=10)
-    return Settings(seeds=3, setting=setting, top=setting.top)
+        numerator, denominator = REALDATA_QUICK_TOP_SHARE
+        return Settings(
+            seeds=REALDATA_SEEDS_QUICK,
+            setting=setting,
+            top=setting.top * numerator // denominator,
+            erm_epochs=REALDATA_ERM_EPOCHS_QUICK,
+        )
+    return Settings(seeds=REALDATA_SEEDS_FULL, setting=setting, top=setting.top)
 
 
 def run(
@@ -243,7 +276,12 @@ def run_seed(seed: int, settings: Settings) -> dict[str, Any]:
     tic = time.perf_counter()
     splits = {
         "train": TintedDigits.split(
-            "train", classes=classes, shortcut=0.95, copies=settings.copies, size=SIZE, seed=seed
+            "train",
+            classes=classes,
+            shortcut=REALDATA_SHORTCUT,
+            copies=settings.copies,
+            size=SIZE,
+            seed=seed,
         ),
         "holdout": TintedDigits.split("val", classes=classes, copies=classes, size=SIZE, seed=seed),
         "test": TintedDigits.split("test", classes=classes, copies=classes, size=SIZE, seed=seed),
@@ -339,15 +377,18 @@ def run_seed(seed: int, settings: Settings) -> dict[str, Any]:
     erm = rows["erm_head"]
     select, erase = rows["maia_select"], rows["maia_erase"]
     goals = {
-        "select_vs_erm": select["worst_group_accuracy"] >= erm["worst_group_accuracy"] + 0.25
-        and select["balanced_accuracy"] >= erm["balanced_accuracy"] + 0.03,
-        "erase_vs_erm": erase["balanced_accuracy"] >= erm["balanced_accuracy"] + 0.05,
+        "select_vs_erm": select["worst_group_accuracy"]
+        >= erm["worst_group_accuracy"] + REALDATA_GOAL_SELECT_WORST
+        and select["balanced_accuracy"] >= erm["balanced_accuracy"] + REALDATA_GOAL_SELECT_BALANCED,
+        "erase_vs_erm": erase["balanced_accuracy"]
+        >= erm["balanced_accuracy"] + REALDATA_GOAL_ERASE_BALANCED,
         "vs_random_k": min(select["balanced_accuracy"], erase["balanced_accuracy"])
-        >= rows["random_k"]["balanced_accuracy"] + 0.10,
+        >= rows["random_k"]["balanced_accuracy"] + REALDATA_GOAL_VS_RANDOM_K,
         "vs_dfr": min(select["balanced_accuracy"], erase["balanced_accuracy"])
-        >= rows["dfr"]["balanced_accuracy"] - 0.05,
-        "flagging": flagging["auroc"]["maia"] >= flagging["auroc"]["msp"] + 0.03
-        and flagging["aupr_error"]["maia"] >= flagging["aupr_error"]["msp"] + 0.08,
+        >= rows["dfr"]["balanced_accuracy"] - REALDATA_GOAL_DFR_TOLERANCE,
+        "flagging": flagging["auroc"]["maia"] >= flagging["auroc"]["msp"] + FLAGGING_GOAL_AUROC_GAIN
+        and flagging["aupr_error"]["maia"]
+        >= flagging["aupr_error"]["msp"] + FLAGGING_GOAL_AUPR_GAIN,
     }
     return {
         "seed": seed,

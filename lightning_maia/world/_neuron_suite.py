@@ -35,6 +35,13 @@ from typing import Any
 import numpy as np
 
 from lightning_maia.errors import bad_option
+from lightning_maia.evaluation_constants import (
+    NEURONS_DISTRACTOR_RATE,
+    NEURONS_DISTRACTORS,
+    NEURONS_HARD_NOISE,
+    NEURONS_HARD_PER_KIND_FULL,
+    NEURONS_NOISE_STD,
+)
 from lightning_maia.world._neurons import NeuronSpec, SyntheticNeuronModel
 from lightning_maia.world._scene import Background, Concept, Scene, SceneObject, SceneSampler
 from lightning_maia.world._vocabulary import (
@@ -136,7 +143,7 @@ def build_neuron_suite(
     n_and: int = 25,
     *,
     stride: int = 4,
-    noise_std: float = 0.02,
+    noise_std: float = NEURONS_NOISE_STD,
 ) -> SyntheticNeuronModel:
     """A :class:`SyntheticNeuronModel` of ``n_mono + n_or + n_and`` neurons, named ``neurons:i``."""
     specs = sample_neuron_specs(seed, n_mono, n_or, n_and)
@@ -144,12 +151,12 @@ def build_neuron_suite(
 
 
 #: Activation noise of the hard suite (one model per level; the standard suite has 0.02).
-HARD_NOISE: tuple[float, ...] = (0.1, 0.25)
+HARD_NOISE = NEURONS_HARD_NOISE
 #: Out-of-grammar neurons per hard kind: not, or3, position, relative_size.
-HARD_PER_KIND = 3
+HARD_PER_KIND = NEURONS_HARD_PER_KIND_FULL
 #: Distractor correlations of the hard probe data, and how often each holds.
-DISTRACTORS = 8
-DISTRACTOR_RATE = 0.7
+DISTRACTORS = NEURONS_DISTRACTORS
+DISTRACTOR_RATE = NEURONS_DISTRACTOR_RATE
 
 _OBJECT_PRIMARY = tuple(c for c in PRIMARY_CONCEPTS if not c.is_background)
 
