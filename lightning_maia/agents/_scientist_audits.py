@@ -8,6 +8,10 @@
   scores fall clearly below the rest of the class (split at the largest gap between value
   means) are the low-scoring subgroups. Edits that move a well-scored image into a subgroup,
   all else fixed, confirm the drop.
+
+**Why one file.** The two audits share their image design (every class x attribute-value
+cell, then edits of the most active images) and their verdict helpers; split, each half would
+import the other's.
 """
 
 from __future__ import annotations

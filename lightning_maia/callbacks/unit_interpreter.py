@@ -4,6 +4,10 @@ A thin adapter over :func:`~lightning_maia.analysis._interpretation.interpret_un
 the points of a fit to run at, keeps the drift history across runs (and checkpoints), logs
 tables, images and an HTML report, and in background mode runs on a worker thread.
 
+**Why one file.** One callback per file, as in Lightning; the analysis is in the core, the
+worker in ``callbacks/_background.py`` and the logging in ``callbacks/_interpreter_log.py``, so
+what is left here is the callback's options, hooks, state and scheduling.
+
 >>> interpreter = UnitInterpreter(units=["features.3:*"], strategy="top_active", max_units=4)
 >>> interpreter.state_key
 "UnitInterpreter{'units': ['features.3:*'], 'strategy': 'top_active', 'task': 'describe_unit'}"
