@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from lightning_maia.analysis._interpretation import Interpretation, UnitRun
 from lightning_maia.exemplars import mask_images
 from lightning_maia.reporting._adapters import LoggerAdapter
 from lightning_maia.reporting._html_report import UnitSection, sections_from_toolbox, write_report
+from lightning_maia.reporting._results_store import write_atomically
 
 
 @dataclass
@@ -60,9 +59,7 @@ def write_interpretation(
         meta={"agent": agent, "task": task, "epoch": str(epoch)},
     )
     latest = root / "report.html"
-    partial = latest.with_name(f".{latest.name}.partial")
-    shutil.copyfile(epoch_report, partial)
-    os.replace(partial, latest)
+    write_atomically(latest, epoch_report.read_bytes())
     return WrittenRun(result, sections, epoch_report, latest, summary, drift)
 
 

@@ -31,7 +31,8 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unit"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
@@ -41,7 +42,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
 def _save_image(folder: Path, root: Path, name: str, image: ReportImage) -> dict[str, Any]:
     png, _, _ = encode_png(image)
     path = folder / f"{_safe(name)}.png"
-    _write_atomically(path, png)
+    write_atomically(path, png)
     return {
         "file": str(path.relative_to(root)),
         "caption": image.caption,
@@ -89,9 +90,9 @@ def save_results(
                     row["image"] = _save_image(folder, root, f"{position:03d}", item.image)
             payload["audit"]["flagged"] = rows
     frame = reports_to_dataframe([s.report for s in sections])
-    _write_atomically(root / "reports.csv", frame.to_csv(index=False).encode())
+    write_atomically(root / "reports.csv", frame.to_csv(index=False).encode())
     path = root / RESULTS_FILE
-    _write_atomically(path, json.dumps(payload, indent=1, default=str).encode())
+    write_atomically(path, json.dumps(payload, indent=1, default=str).encode())
     return path
 
 
