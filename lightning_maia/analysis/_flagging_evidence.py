@@ -30,6 +30,7 @@ from lightning_maia.analysis._class_bias import (
     has_metadata_concepts,
 )
 from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit
+from lightning_maia.analysis._spurious import spurious_directions
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars, preprocess_for
 from lightning_maia.reporting._html_report import sections_from_toolbox
@@ -157,9 +158,12 @@ def checked_spurious_units(
     evidence: SpuriousEvidence,
     experiments: Experiments,
     exemplars: ExemplarResult | None = None,
-) -> dict[int, str]:
+) -> tuple[dict[int, str], Tensor | None]:
     """The own ``spurious_check``: the agent judges the ``max_checked_units`` units that add
-    most to the predicted logits; unit index -> description of those judged spurious."""
+    most to the predicted logits. Returns unit index -> description of those judged spurious,
+    and the directions their attribute's edits move the layer along
+    (:func:`~lightning_maia.analysis._spurious.spurious_directions`; None without a spurious
+    verdict or an edit that changed the attribute alone)."""
     layer = evidence.feature_layer
     assert layer is not None
     contributions = risk.unit_contributions(outputs.features, weight, outputs.predictions)
@@ -179,6 +183,8 @@ def checked_spurious_units(
         candidate_attributes=experiments.candidate_attributes,
     )
     found: dict[int, str] = {}
+    toolboxes: list[Toolbox] = []
+    attributes: list[str] = list(experiments.candidate_attributes)
     for unit in ranked:
         toolbox = Toolbox(
             subject, f"{layer}:{unit}", exemplars=exemplars, generator=experiments.generator,
@@ -188,9 +194,17 @@ def checked_spurious_units(
         if report is None:
             continue
         experiments.sections.append(sections_from_toolbox(report, toolbox))
+        toolboxes.append(toolbox)
         if report.ok and report.verdict == "spurious":
             found[unit] = unit_words(report.label)
-    return found
+            if not experiments.candidate_attributes:
+                attributes.extend(c.partition("=")[0] for c in report.concepts)
+    if not found:
+        return found, None
+    directions = spurious_directions(
+        model, layer, toolboxes, attributes, preprocess=experiments.preprocess
+    )
+    return found, directions
 
 
 def audited_subgroups(
@@ -294,12 +308,14 @@ def risk_features(
     concepts: Sequence[frozenset[str]],
     names: Sequence[str],
     reference: Tensor | None = None,
+    directions: Tensor | None = None,
 ) -> tuple[Tensor, list[SubgroupFinding | None], list[int | None]]:
     """(N, 4) ``[msp risk, reliance, subgroup, counterfactual risk]`` (:data:`risk.MAIA_FEATURES`),
     the matched subgroups and the top units.
 
-    The counterfactual risk mean-ablates the spurious units to ``reference`` (their mean on
-    unlabelled reference data, see :func:`ablation_reference`; None: to zero).
+    The counterfactual risk mean-ablates the spurious units (and the input's component along
+    the spurious edits' ``directions``, when known) to ``reference`` (their mean on unlabelled
+    reference data, see :func:`ablation_reference`; None: to zero).
     """
     predictions = outputs.predictions
     reliance = risk.spurious_reliance(outputs.features, weight, list(units), predictions)
@@ -307,7 +323,7 @@ def risk_features(
     subgroup, matched = risk.subgroup_membership(findings, observed)
     msp = risk.baseline_risks(outputs.logits)["msp"]
     counterfactual = risk.counterfactual_risk(
-        outputs.logits, outputs.features, weight, list(units), reference
+        outputs.logits, outputs.features, weight, list(units), reference, directions
     )
     top = risk.top_spurious_unit(outputs.features, weight, list(units), predictions)
     return torch.stack([msp, reliance, subgroup, counterfactual], dim=1), matched, top

@@ -187,18 +187,29 @@ def counterfactual_logits(
     head_weight: Tensor,
     spurious_units: Sequence[int],
     reference: Tensor | None = None,
+    directions: Tensor | None = None,
 ) -> Tensor:
-    """(N, C) the logits of a linear head with every spurious unit ablated to its reference.
+    """(N, C) the logits of a linear head with the spurious evidence ablated to its reference.
 
     ``logits - (f[:, S] - reference[S]) @ W[:, S].T``: unit ``j`` in ``S`` gives the evidence
     it gives an average input (mean ablation, ``reference`` the units' mean on unlabelled
     reference data) instead of this input's; ``reference=None`` ablates to zero. Exact for a
     linear head ``logits = W f + b``; the other units and the bias are untouched.
 
+    ``directions`` (F, r): feature directions the spurious attribute moves features along
+    (the counterfactual edits' subspace, :func:`~lightning_maia.analysis._spurious.
+    spurious_subspace`). Where a shortcut is spread over many units, no few units carry it;
+    then the input's component ``P (f - reference)`` in the span of those directions and of
+    the spurious units' axes is removed instead: ``logits - P (f - reference) @ W.T``.
+
     >>> weight = torch.eye(2)  # class 1 rests on unit 1 alone
     >>> features = torch.tensor([[0.5, 2.0], [0.0, 2.0]])
     >>> counterfactual_logits(features @ weight.T, features, weight, [1]).tolist()
     [[0.5, 0.0], [0.0, 0.0]]
+    >>> diagonal = torch.tensor([[1.0], [1.0]])  # the shortcut moves both units at once
+    >>> counterfactual_logits(features @ weight.T, features, weight, [], directions=diagonal)
+    tensor([[-0.7500,  0.7500],
+            [-1.0000,  1.0000]])
     """
     _check_features(features, head_weight)
     counterfactual = _check_logits(logits).clone()
@@ -208,18 +219,35 @@ def counterfactual_logits(
             f"(N, C) = {(features.shape[0], head_weight.shape[0])} for these features and head",
             tuple(counterfactual.shape),
         )
-    units = _unit_indices(spurious_units, head_weight.shape[1])
-    if not units:
+    width = head_weight.shape[1]
+    units = _unit_indices(spurious_units, width)
+    if directions is not None and (directions.ndim != 2 or directions.shape[0] != width):
+        raise bad_option(
+            "directions", f"an (F, r) tensor with F = {width} feature units",
+            tuple(directions.shape),
+        )  # fmt: skip
+    if not units and (directions is None or directions.shape[1] == 0):
         return counterfactual
-    values = features.detach().float()[:, units]
+    values = features.detach().float()
     if reference is not None:
-        if reference.shape != (head_weight.shape[1],):
-            raise bad_option(
-                "reference", f"one value per unit ({head_weight.shape[1]},)", tuple(reference.shape)
-            )
-        values = values - reference.detach().float().to(values.device)[units]
-    weight = head_weight.detach().float().to(values.device)[:, units]
-    return counterfactual - values @ weight.T
+        if reference.shape != (width,):
+            raise bad_option("reference", f"one value per unit ({width},)", tuple(reference.shape))
+        values = values - reference.detach().float().to(values.device)
+    weight = head_weight.detach().float().to(values.device)
+    if directions is None or directions.shape[1] == 0:
+        # The spurious units' axes alone: exactly their own evidence, nothing else touched.
+        return counterfactual - values[:, units] @ weight[:, units].T
+    axes = torch.eye(width, dtype=torch.float64)[:, units]
+    span = torch.cat([axes, directions.detach().to(torch.float64).cpu()], dim=1)
+    basis = _orthonormal_columns(span).float().to(values.device)
+    return counterfactual - (values @ basis) @ (weight @ basis).T
+
+
+def _orthonormal_columns(span: Tensor) -> Tensor:
+    """An orthonormal basis of the column span of ``span`` (columns that add nothing dropped)."""
+    left, singular, _ = torch.linalg.svd(span, full_matrices=False)
+    rank = int((singular > singular.max().clamp_min(1e-12) * 1e-6).sum())
+    return left[:, :rank]
 
 
 def counterfactual_risk(
@@ -228,9 +256,11 @@ def counterfactual_risk(
     head_weight: Tensor,
     spurious_units: Sequence[int],
     reference: Tensor | None = None,
+    directions: Tensor | None = None,
 ) -> Tensor:
-    """(N,) 1 - the probability the head gives its *predicted* class once the spurious units are
-    ablated (:func:`counterfactual_logits`): high where the prediction rests on the shortcut.
+    """(N,) 1 - the probability the head gives its *predicted* class once the spurious units
+    (and ``directions``) are ablated (:func:`counterfactual_logits`): high where the prediction
+    rests on the shortcut.
 
     Equals the ``msp`` risk where no unit is spurious.
 
@@ -241,7 +271,9 @@ def counterfactual_risk(
     [0.5744, 0.1192]
     """
     predicted = _check_logits(logits).argmax(dim=1)
-    ablated = counterfactual_logits(logits, features, head_weight, spurious_units, reference)
+    ablated = counterfactual_logits(
+        logits, features, head_weight, spurious_units, reference, directions
+    )
     kept = ablated.softmax(dim=1).gather(1, predicted[:, None].to(ablated.device))[:, 0]
     return 1.0 - kept
 

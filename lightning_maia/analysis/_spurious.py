@@ -56,7 +56,7 @@ from lightning_maia.agents._records import UnitReport
 from lightning_maia.agents.scientist import ScientistAgent
 from lightning_maia.agents.tasks import Agent, TaskSpec
 from lightning_maia.analysis._counterfactuals import counterfactual_deltas, edit_pairs
-from lightning_maia.errors import MaiaError, bad_option
+from lightning_maia.errors import MaiaError, ToolError, bad_option
 from lightning_maia.evaluation_constants import (
     ERASE_MAX_RANK,
     ERASE_SUBSPACE_ENERGY,
@@ -428,6 +428,33 @@ def spurious_subspace(
     return vh[:rank].T.float()
 
 
+def spurious_directions(
+    model: nn.Module,
+    layer: str,
+    toolboxes: Sequence[Toolbox],
+    attributes: Sequence[str],
+    *,
+    preprocess: Preprocess | None = None,
+    energy: float = ERASE_SUBSPACE_ENERGY,
+    max_rank: int = ERASE_MAX_RANK,
+) -> Tensor | None:
+    """(F, r) orthonormal basis of the directions ``layer`` moves along when an edit among the
+    toolboxes' experiments changes one of ``attributes`` alone (:func:`spurious_subspace` of
+    their :func:`~lightning_maia.analysis._counterfactuals.counterfactual_deltas`); None when
+    no edit changed any of them alone."""
+    found = []
+    for attribute in dict.fromkeys(attributes):
+        try:
+            found.append(
+                counterfactual_deltas(model, layer, toolboxes, attribute, preprocess=preprocess)
+            )
+        except ToolError:  # no edit changed this attribute alone
+            continue
+    if not found:
+        return None
+    return spurious_subspace(torch.cat(found), energy=energy, max_rank=max_rank)
+
+
 def erase_projection(basis: Tensor) -> Tensor:
     """``I - U U^T``: removes the span of the orthonormal columns of ``basis``."""
     return torch.eye(basis.shape[0]) - basis @ basis.T
@@ -556,6 +583,32 @@ class UnitJudgement:
         }
 
 
+def judged_directions(
+    model: nn.Module,
+    judgements: Sequence[UnitJudgement],
+    candidate_attributes: Sequence[str] = (),
+    *,
+    preprocess: Preprocess | None = None,
+) -> Tensor | None:
+    """The feature directions of the spurious attribute behind these verdicts, for the
+    flagger's counterfactual risk (:func:`spurious_directions` of every judged unit's edits);
+    None when no unit was judged spurious or no edit changed the attribute alone.
+
+    The attributes are ``candidate_attributes``, else those the spurious verdicts name
+    (``colour`` of ``colour=red``).
+    """
+    spurious = [j for j in judgements if j.verdict == "spurious"]
+    if not spurious:
+        return None
+    attributes = list(candidate_attributes) or [
+        c.partition("=")[0] for j in spurious for c in j.report.concepts
+    ]
+    toolboxes = [j.toolbox for j in judgements if j.toolbox is not None]
+    return spurious_directions(
+        model, spurious[0].unit.layer, toolboxes, attributes, preprocess=preprocess
+    )
+
+
 def judge_units(
     model: nn.Module,
     layer: str,
@@ -639,9 +692,11 @@ __all__ = [
     "erase_remedy",
     "head_metrics",
     "judge_units",
+    "judged_directions",
     "l1_top_units",
     "refit_head",
     "resolve_protocol",
     "select_remedy",
+    "spurious_directions",
     "spurious_subspace",
 ]

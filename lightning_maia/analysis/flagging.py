@@ -180,6 +180,7 @@ def flag(
     seed: int = 0,
     remover_units: Mapping[int, str] | None = None,
     exemplars: ExemplarResult | None = None,
+    spurious_directions: Tensor | None = None,
 ) -> FlaggingResult:
     """Score every input of ``data`` (``(image, label)`` items) and flag the risky ones.
 
@@ -216,6 +217,11 @@ def flag(
             when ``spurious.spurious_units`` is not given (an empty mapping: none judged).
         exemplars: exemplars of the ``feature_layer`` units for the own check (computed when
             missing).
+        spurious_directions: (F, r) feature directions the spurious attribute's edits move the
+            head's input along (an orthonormal basis, e.g. :func:`spurious_directions` of a
+            remover's judgements; the own check finds its own). The counterfactual risk
+            removes each input's component along them too: a shortcut spread over many units
+            is ablated although no few units carry it.
     """
     spurious = spurious if spurious is not None else SpuriousEvidence()
     subgroups = subgroups if subgroups is not None else SubgroupAudit()
@@ -245,15 +251,25 @@ def flag(
     _, linear = find_head(model, head)
     evaluated = collect_outputs(model, linear, data, batch_size, preprocess)
     weight = effective_head_weight(linear)
+    if spurious_directions is not None and (
+        spurious_directions.ndim != 2 or spurious_directions.shape[0] != weight.shape[1]
+    ):
+        raise bad_option(
+            "spurious_directions",
+            f"an (F, r) tensor of directions over the head's F = {weight.shape[1]} input units",
+            tuple(spurious_directions.shape),
+        )
     if spurious.spurious_units is not None:
         given = dict(remover_units or {})
         units = {u: given.get(u, "") for u in spurious.spurious_units}
     elif remover_units is not None:
         units = dict(remover_units)
     elif spurious.runs_own_check:
-        units = checked_spurious_units(
+        units, checked_directions = checked_spurious_units(
             model, data, evaluated, weight, names, spurious, experiments, exemplars
         )
+        if spurious_directions is None:
+            spurious_directions = checked_directions
     else:
         if spurious.spurious_check:
             rank_zero_warn(
@@ -272,7 +288,9 @@ def flag(
             if findings
             else [frozenset()] * count
         )
-        return risk_features(outputs, weight, units, findings, concepts, names, reference)
+        return risk_features(
+            outputs, weight, units, findings, concepts, names, reference, spurious_directions
+        )
 
     held_out = (
         collect_outputs(model, linear, calibration_data, batch_size, preprocess)
@@ -288,7 +306,7 @@ def flag(
         .tolist()
     )
     ablated = risk.counterfactual_logits(
-        evaluated.logits, evaluated.features, weight, list(units), reference
+        evaluated.logits, evaluated.features, weight, list(units), reference, spurious_directions
     ).softmax(dim=1)
     ids = item_ids(data)
     fitted: pd.DataFrame | None = None

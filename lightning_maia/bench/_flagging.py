@@ -10,8 +10,9 @@ Two parts, one command:
    data) judges the head's most influential units (all 128 in full mode, 48 with
    ``--quick``). Every test input gets the baseline risks (MSP, margin, energy, entropy) and
    the MAIA-informed risk of :class:`MisclassificationFlagger`: the counterfactual risk (the
-   predicted class's probability lost when the units judged spurious are mean-ablated to their
-   ``holdout`` means), reliance on those units and membership in the subgroups the class-bias
+   predicted class's probability lost when the units judged spurious, and the directions their
+   runs' background-only edits move the features along, are mean-ablated to their ``holdout``
+   means), reliance on those units and membership in the subgroups the class-bias
    audit of the four class logits found, combined by a logistic regression fitted on the
    separate, independent ``holdout`` split, its L2 strength chosen by cross-validated AUROC
    on that split (the test split is only scored; every constant is the holdout's). Subgroup
@@ -87,7 +88,7 @@ from lightning_maia.analysis._risk import (
     spurious_reliance,
     unit_contributions,
 )
-from lightning_maia.analysis._spurious import judge_units, l1_top_units
+from lightning_maia.analysis._spurious import judge_units, judged_directions, l1_top_units
 from lightning_maia.analysis.flagging import FlaggingResult, SubgroupAudit, flag
 from lightning_maia.bench._provenance import state_dict_sha256
 from lightning_maia.bench._spurious import FULL as SPURIOUS_FULL
@@ -324,6 +325,8 @@ def error_detection(sizes: Sizes, seed: int, spurious: SpuriousSettings) -> dict
         backends=Backends(agent=ScientistAgent(seed=seed)),
         seed=seed,
         remover_units=spurious_units,
+        # The own check's counterfactual: the directions of the judged units' background edits.
+        spurious_directions=judged_directions(model, judgements, ("background",)),
     )
     table = result.table.sort_values("index")
     errors = torch.tensor(~table["correct"].to_numpy(dtype=bool), dtype=torch.long)

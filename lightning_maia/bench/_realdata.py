@@ -20,7 +20,8 @@ accuracy on the holdout split's class labels), ``maia_erase``
 kept), ``random_k`` (``k`` random units of the top, 5 draws per seed), ``dfr``
 (:func:`~lightning_maia.analysis._dfr.dfr_head` on the holdout split: DFR's own protocol with
 group labels, an oracle). Flagging on the same test
-data: the flagger's MAIA risk (reliance on the units judged spurious, subgroups from the
+data: the flagger's MAIA risk (reliance on the units judged spurious, the counterfactual with
+those units and the directions of the agent's colour edits ablated, subgroups from the
 class-bias audit matched through the model's own predicted digit and the measured colour)
 against MSP, combined on the holdout split.
 
@@ -67,6 +68,7 @@ from lightning_maia.analysis._spurious import (
     erase_projection,
     head_metrics,
     judge_units,
+    judged_directions,
     l1_top_units,
     refit_head,
     spurious_subspace,
@@ -438,7 +440,12 @@ def _flagging(
         ),
         spurious=SpuriousEvidence(spurious_check=False),
     )
-    result = flagger.flag(model, splits["test"], remover_units=spurious)
+    # As the flagger does with a remover among the callbacks: the verdicts and the directions
+    # the judged units' colour edits move the features along.
+    directions = judged_directions(model, judgements, ("colour",))
+    result = flagger.flag(
+        model, splits["test"], remover_units=spurious, spurious_directions=directions
+    )
     errors = torch.as_tensor(~result.table["correct"].to_numpy().astype(bool))
     scores = {
         "msp": torch.as_tensor(result.table["msp"].to_numpy()),
@@ -451,6 +458,7 @@ def _flagging(
         "spurious_units": len(spurious),
         "subgroups_found": result.subgroup_count,
         "errors": int(errors.sum()),
+        "spurious_directions": 0 if directions is None else int(directions.shape[1]),
     }
 
 

@@ -40,6 +40,7 @@ from lightning_maia.agents._agent_resolution import (
 from lightning_maia.agents.tasks import Agent
 from lightning_maia.analysis._flagging_evidence import unit_words
 from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit, Thresholds
+from lightning_maia.analysis._spurious import judged_directions
 from lightning_maia.analysis.flagging import (
     OWNER,
     FlaggingResult,
@@ -221,6 +222,7 @@ class MisclassificationFlagger(Callback):
         dataset = self.dataset if self.dataset is not None else validation_dataset(trainer)
         callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
         remover = remover_spurious_units(callbacks)
+        directions = remover_spurious_directions(callbacks, pl_module) if remover else None
         self._remover_attached = any(
             type(c).__name__ == "SpuriousFeatureRemover" for c in callbacks
         )
@@ -238,7 +240,10 @@ class MisclassificationFlagger(Callback):
                     "a validation dataloader; skipping"
                 )
             else:
-                result = self.flag(pl_module, dataset, remover_units=remover, exemplars=exemplars)
+                result = self.flag(
+                    pl_module, dataset, remover_units=remover, exemplars=exemplars,
+                    spurious_directions=directions,
+                )  # fmt: skip
                 summary = result.summary()
                 self._log(trainer, result, dataset)
         # Rank zero decides; every rank logs and gates on the same numbers.
@@ -256,13 +261,16 @@ class MisclassificationFlagger(Callback):
         *,
         remover_units: dict[int, str] | None = None,
         exemplars: ExemplarResult | None = None,
+        spurious_directions: Tensor | None = None,
     ) -> FlaggingResult:
         """Score every input of ``dataset`` and flag the risky ones (no trainer needed):
         :func:`~lightning_maia.analysis.flagging.flag` with this callback's options.
 
         ``remover_units`` (unit index -> description) are the spurious units when
         ``spurious.spurious_units`` was not given; ``exemplars`` of the ``feature_layer`` units
-        serve the own ``spurious_check`` (computed when missing).
+        serve the own ``spurious_check`` (computed when missing); ``spurious_directions``
+        (F, r) are the feature directions of the spurious attribute's edits (a remover's:
+        :func:`remover_spurious_directions`), ablated in the counterfactual risk.
         """
         if dataset is self.calibration_data:
             raise bad_option("calibration_data", "held-out data, not the scored dataset", "dataset")
@@ -277,7 +285,7 @@ class MisclassificationFlagger(Callback):
             backends=self._resolved or self.backends,
             preprocess=self.preprocess, batch_size=self.batch_size, folds=self.folds,
             on_error=self.output.on_error, seed=self.seed, remover_units=remover_units,
-            exemplars=exemplars,
+            exemplars=exemplars, spurious_directions=spurious_directions,
         )  # fmt: skip
         self._sections = self.result.sections
         self._decision = self.result.summary()
@@ -367,6 +375,22 @@ def remover_spurious_units(callbacks: Sequence[Callback]) -> dict[int, str] | No
                 for j in judgements
                 if j.verdict == "spurious"
             }
+    return None
+
+
+def remover_spurious_directions(callbacks: Sequence[Callback], model: nn.Module) -> Tensor | None:
+    """The feature directions the edits of a SpuriousFeatureRemover's latest run move the
+    head's input along, where it judged a unit spurious
+    (:func:`~lightning_maia.analysis._spurious.judged_directions`); None otherwise."""
+    for callback in callbacks:
+        if type(callback).__name__ != "SpuriousFeatureRemover":
+            continue
+        judgements = list(getattr(callback, "judgements", None) or [])
+        if judgements:
+            return judged_directions(
+                model, judgements, getattr(callback, "candidate_attributes", ()),
+                preprocess=getattr(callback, "preprocess", None),
+            )  # fmt: skip
     return None
 
 

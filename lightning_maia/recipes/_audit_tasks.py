@@ -15,6 +15,7 @@ from lightning_maia.analysis._risk import SCORES
 from lightning_maia.analysis._spurious_options import SearchBudget
 from lightning_maia.callbacks.misclassification_flagger import (
     MisclassificationFlagger,
+    remover_spurious_directions,
     remover_spurious_units,
 )
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
@@ -131,8 +132,11 @@ def flagging_task(
         output=Output(output_dir=str(options.out / "flagging")),
     )
     units = remover_spurious_units([remover]) if remover is not None else None
+    directions = (
+        remover_spurious_directions([remover], model) if units and remover is not None else None
+    )
     dataset = data.held_out if data.held_out is not None else data.loader.dataset
-    result = flagger.flag(model, dataset, remover_units=units)
+    result = flagger.flag(model, dataset, remover_units=units, spurious_directions=directions)
     state["flagging"] = (result, dataset)
     summary = result.summary()
     return {key: float(value) for key, value in summary.items() if math.isfinite(value)}, ""

@@ -4,6 +4,7 @@ combination never scoring what it was fitted on, and reasons in words."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -258,6 +259,53 @@ def test_the_counterfactual_flips_a_decision_that_rests_on_the_ablated_unit() ->
     assert counterfactual_risk(logits, SHORTCUT_FEATURES, SHORTCUT_HEAD, []).tolist() == (
         pytest.approx(baseline_risks(logits)["msp"].tolist())
     )
+
+
+# A shortcut spread over two units: class 0 = u0 + u1 (each half of it), class 1 = 0.8 u2.
+SPREAD_HEAD = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.8]])
+SPREAD_FEATURES = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 3.0]])  # logits (2, 0.8), (2, 2.4)
+
+
+def _approx_rows(rows: list[list[float]]) -> list[Any]:
+    return [pytest.approx(row, abs=1e-6) for row in rows]
+
+
+def test_directions_ablate_a_shortcut_that_no_single_unit_carries() -> None:
+    logits = SPREAD_FEATURES @ SPREAD_HEAD.T
+    # Ablating one of the two units leaves class 0 ahead on the first input (1 > 0.8) ...
+    assert counterfactual_logits(
+        logits, SPREAD_FEATURES, SPREAD_HEAD, [0]
+    ).tolist() == _approx_rows([[1.0, 0.8], [1.0, 2.4]])
+    # ... ablating along the direction the shortcut's edits move both units (u0 + u1) flips it.
+    direction = torch.tensor([[1.0], [1.0], [0.0]]) * 3.0  # any scale: it is a span
+    along = counterfactual_logits(logits, SPREAD_FEATURES, SPREAD_HEAD, [], directions=direction)
+    assert along.tolist() == _approx_rows([[0.0, 0.8], [0.0, 2.4]])
+    # An exact projection: a direction half along u2 takes half of u2's evidence with it.
+    # f = (1, 1, 1) keeps (1, 0, 0) after (0, 1, 1)/sqrt(2); f = (1, 1, 3) keeps (1, -1, 1).
+    mixed = torch.tensor([[0.0], [1.0], [1.0]])
+    assert counterfactual_logits(
+        logits, SPREAD_FEATURES, SPREAD_HEAD, [], directions=mixed
+    ).tolist() == _approx_rows([[1.0, 0.0], [0.0, 0.8]])
+    # Units and directions together ablate their span: a direction along a unit adds nothing.
+    both = counterfactual_logits(
+        logits, SPREAD_FEATURES, SPREAD_HEAD, [0], directions=torch.tensor([[1.0], [0.0], [0.0]])
+    )
+    assert both.tolist() == _approx_rows([[1.0, 0.8], [1.0, 2.4]])
+    # Mean ablation along the direction: the reference's own component stays.
+    reference = torch.tensor([0.5, 0.5, 1.0])
+    assert counterfactual_logits(
+        logits, SPREAD_FEATURES, SPREAD_HEAD, [], reference, direction
+    ).tolist() == _approx_rows([[1.0, 0.8], [1.0, 2.4]])
+    # The risk is of the *predicted* class: 0 for the first input, 1 for the second.
+    risk = counterfactual_risk(logits, SPREAD_FEATURES, SPREAD_HEAD, [], directions=direction)
+    assert risk.tolist() == pytest.approx([1.0 - _sigmoid(-0.8), 1.0 - _sigmoid(2.4)])
+    # No unit and no direction: the logits as they were.
+    empty = torch.zeros(3, 0)
+    assert torch.equal(
+        counterfactual_logits(logits, SPREAD_FEATURES, SPREAD_HEAD, [], directions=empty), logits
+    )
+    with pytest.raises(ConfigurationError, match=r"`directions` can be an \(F, r\) tensor"):
+        counterfactual_logits(logits, SPREAD_FEATURES, SPREAD_HEAD, [], directions=torch.ones(2, 1))
 
 
 def test_the_counterfactual_names_a_bad_reference_or_unit() -> None:

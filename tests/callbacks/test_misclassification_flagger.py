@@ -228,8 +228,9 @@ def test_the_gate_passes_and_fails_on_its_thresholds() -> None:
 def test_a_remover_among_the_callbacks_gives_the_spurious_units(tmp_path: Path) -> None:
     def judgement(index: int, verdict: str, label: str) -> SimpleNamespace:
         return SimpleNamespace(
-            unit=SimpleNamespace(index=index), verdict=verdict, report=SimpleNamespace(label=label)
-        )
+            unit=SimpleNamespace(index=index, layer="features"), verdict=verdict, toolbox=None,
+            report=SimpleNamespace(label=label, concepts=[]),
+        )  # fmt: skip
 
     class SpuriousFeatureRemover(pl.Callback):
         """Stands in for the real one: its judgements of the last run."""
