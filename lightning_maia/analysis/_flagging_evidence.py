@@ -310,12 +310,13 @@ def risk_features(
     reference: Tensor | None = None,
     directions: Tensor | None = None,
 ) -> tuple[Tensor, list[SubgroupFinding | None], list[int | None]]:
-    """(N, 4) ``[msp risk, reliance, subgroup, counterfactual risk]`` (:data:`risk.MAIA_FEATURES`),
-    the matched subgroups and the top units.
+    """(N, 5) ``[msp risk, reliance, subgroup, counterfactual risk, edit counterfactual risk]``
+    (:data:`risk.MAIA_FEATURES`), the matched subgroups and the top units.
 
-    The counterfactual risk mean-ablates the spurious units (and the input's component along
-    the spurious edits' ``directions``, when known) to ``reference`` (their mean on unlabelled
-    reference data, see :func:`ablation_reference`; None: to zero).
+    The counterfactual risk mean-ablates the spurious units to ``reference`` (their mean on
+    unlabelled reference data, see :func:`ablation_reference`; None: to zero); the edit
+    counterfactual risk also the input's component along the spurious edits' ``directions``
+    (0 for every input when none are known).
     """
     predictions = outputs.predictions
     reliance = risk.spurious_reliance(outputs.features, weight, list(units), predictions)
@@ -323,10 +324,18 @@ def risk_features(
     subgroup, matched = risk.subgroup_membership(findings, observed)
     msp = risk.baseline_risks(outputs.logits)["msp"]
     counterfactual = risk.counterfactual_risk(
-        outputs.logits, outputs.features, weight, list(units), reference, directions
+        outputs.logits, outputs.features, weight, list(units), reference
+    )
+    edited = (
+        risk.counterfactual_risk(
+            outputs.logits, outputs.features, weight, list(units), reference, directions
+        )
+        if directions is not None and directions.shape[1] > 0
+        else torch.zeros_like(counterfactual)
     )
     top = risk.top_spurious_unit(outputs.features, weight, list(units), predictions)
-    return torch.stack([msp, reliance, subgroup, counterfactual], dim=1), matched, top
+    features = torch.stack([msp, reliance, subgroup, counterfactual, edited], dim=1)
+    return features, matched, top
 
 
 def ablation_reference(outputs: ModelOutputs) -> Tensor:

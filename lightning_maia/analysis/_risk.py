@@ -7,13 +7,18 @@ Every score here is oriented so that **higher means riskier** (more likely an er
 - ``energy``: the free energy ``-logsumexp(logits)`` (Liu et al.): low for confident inputs;
 - ``entropy``: the entropy of the softmax distribution, in nats.
 
-MAIA adds three pieces of evidence from its audits:
+MAIA adds four pieces of evidence from its audits:
 
 - **counterfactual risk** (:func:`counterfactual_risk`): 1 - the probability the head gives the
   predicted class once the units judged spurious are mean-ablated (each set to its mean on
   unlabelled reference data, :func:`counterfactual_logits`). A prediction that the shortcut
   carries loses its class when the shortcut's evidence is taken away; one the core units carry
-  keeps it. This is the strongest of the three where the model takes a shortcut;
+  keeps it. This is the strongest evidence where the judged units carry the shortcut;
+- **edit counterfactual risk**: the same with the input's component along the directions the
+  agent's edits of the spurious attribute move the features also ablated (the span of those
+  directions and the spurious units' axes). Where the shortcut is spread over many units, few
+  of them judged spurious, this is what takes it away; 0 for every input where no directions
+  are known (a constant the combination gives no weight);
 - **spurious reliance** (:func:`spurious_reliance`): for a linear head ``logits = W f + b``, the
   share of the predicted class's positive evidence ``max(W[c, j] * f[j], 0)`` that comes from
   units ``j`` judged spurious (the bias is not evidence of any unit);
@@ -21,16 +26,16 @@ MAIA adds three pieces of evidence from its audits:
   class-bias audit measured the lowest-scoring subgroup the input belongs to.
 
 :class:`RiskCombiner` fits a logistic regression of the actual errors on ``[msp, reliance,
-subgroup, counterfactual]`` on held-out labelled data (its L2 strength chosen among
-:data:`L2_CANDIDATES` by cross-validated AUROC on that same held-out data) and remembers which
-items it saw: scoring any of them raises, so the combination is never evaluated on its own
-fitting data. :func:`cross_fitted_risk` gives every item of one labelled set a combined score
-from a combiner fitted on the other folds.
+subgroup, counterfactual, edit_counterfactual]`` on held-out labelled data (its L2 strength
+chosen among :data:`L2_CANDIDATES` by cross-validated AUROC on that same held-out data) and
+remembers which items it saw: scoring any of them raises, so the combination is never evaluated
+on its own fitting data. :func:`cross_fitted_risk` gives every item of one labelled set a
+combined score from a combiner fitted on the other folds.
 :func:`error_detection_metrics` gives the AUROC and AUPR of each score for the actual errors
 (torchmetrics, through :mod:`lightning_maia.metrics`), and :func:`flag_reason` says in words
 why an input was flagged.
 
-**Why one file.** The baseline scores, MAIA's two pieces of evidence and the combiner fitted on
+**Why one file.** The baseline scores, MAIA's pieces of evidence and the combiner fitted on
 them share one convention (higher means riskier) and one input layout, and form one step of the
 flagger.
 
@@ -66,7 +71,9 @@ BASELINES: tuple[str, ...] = ("msp", "margin", "energy", "entropy")
 #: Every score the flagger reports: the baselines and the MAIA-informed combination.
 SCORES: tuple[str, ...] = (*BASELINES, "maia")
 #: The features the MAIA-informed combination is fitted on.
-MAIA_FEATURES: tuple[str, ...] = ("msp", "reliance", "subgroup", "counterfactual")
+MAIA_FEATURES: tuple[str, ...] = (
+    "msp", "reliance", "subgroup", "counterfactual", "edit_counterfactual",
+)  # fmt: skip
 #: The L2 strengths (of ``mean log loss + l2 * |w|^2``) the combination chooses among by
 #: cross-validated AUROC on its fitting data; weakest first, so a tie keeps the weaker penalty.
 L2_CANDIDATES = RISK_L2_CANDIDATES
@@ -591,6 +598,7 @@ def flag_reason(
     leading: bool = False,
     subgroup: SubgroupFinding | None = None,
     ablated_prediction: tuple[str, float] | None = None,
+    ablated: str = "the units judged spurious",
     reliance_threshold: float = FLAG_REASON_RELIANCE,
     confidence_threshold: float = FLAG_REASON_CONFIDENCE,
 ) -> str:
@@ -599,7 +607,8 @@ def flag_reason(
     The prediction "rests on" its top spurious unit when the spurious units give at least
     ``reliance_threshold`` of its evidence, and "leans most on" it when that unit gives more
     evidence than any other unit (``leading``); ``ablated_prediction`` (class, probability) is
-    what the head predicts once the spurious units are ablated, where that differs; a finding
+    what the head predicts once ``ablated`` (the spurious units, and the edits' directions where
+    known) is ablated, where that differs; a finding
     the input belongs to names its subgroup; a top probability under ``confidence_threshold``
     is low confidence.
 
@@ -629,9 +638,7 @@ def flag_reason(
 
     if ablated_prediction is not None:
         name, probability = ablated_prediction
-        parts.append(
-            f"without the units judged spurious the head predicts {name} ({probability:.0%})"
-        )
+        parts.append(f"without {ablated} the head predicts {name} ({probability:.0%})")
     if subgroup is not None:
         parts.append(
             f"{subgroup.description} are a subgroup the model scores low "

@@ -6,17 +6,21 @@ This module is the reference for what the flagger computes; the
 callback's arguments of the same name mean what :func:`flag`'s do. No Trainer is needed.
 
 :func:`flag` scores every input of ``data`` with MSP, margin, energy and entropy, and with the
-MAIA-informed score: a logistic regression on :data:`~lightning_maia.analysis._risk.MAIA_FEATURES`
-``[msp, spurious reliance, subgroup membership, counterfactual risk]`` fitted on held-out
-labelled data (``calibration_data``, or cross-fitting over ``data`` itself), never on the
-inputs it scores; its L2 strength is chosen by cross-validated AUROC on that held-out data.
-The counterfactual risk is 1 - the probability the head keeps for its predicted class once
-the units judged spurious are mean-ablated (set to their mean on the fitting data's inputs):
-a prediction the shortcut carries loses its class. Spurious units come from
-``spurious.spurious_units``, from ``remover_units`` (a remover's verdicts), or from the own
-``spurious_check`` of the head's most influential units; subgroups from the class-bias audit of
-the class logits (see :mod:`~lightning_maia.analysis._flagging_evidence`). Neither the true
-class nor a group label of a scored input enters any score.
+MAIA-informed score: a logistic regression on
+:data:`~lightning_maia.analysis._risk.MAIA_FEATURES` ``[msp, spurious reliance, subgroup
+membership, counterfactual risk, edit counterfactual risk]`` fitted on held-out labelled data
+(``calibration_data``, or cross-fitting over ``data`` itself), never on the inputs it scores;
+its L2 strength is chosen by cross-validated AUROC on that held-out data. The counterfactual
+risk is 1 - the probability the head keeps for its predicted class once the units judged
+spurious are mean-ablated (set to their mean on the fitting data's inputs): a prediction the
+shortcut carries loses its class. The edit counterfactual risk also ablates the input's
+component along the directions the spurious attribute's edits move the features
+(``spurious_directions``: a remover's, the own check's, or given), for a shortcut spread over
+more units than were judged; the combination weighs the two on the held-out data. Spurious units
+come from ``spurious.spurious_units``, from ``remover_units`` (a remover's verdicts), or from
+the own ``spurious_check`` of the head's most influential units; subgroups from the class-bias
+audit of the class logits (see :mod:`~lightning_maia.analysis._flagging_evidence`). Neither the
+true class nor a group label of a scored input enters any score.
 
 >>> import torch
 >>> from torch import nn
@@ -79,7 +83,7 @@ OWNER = "MisclassificationFlagger"
 #: The columns of :attr:`FlaggingResult.table`, in order.
 TABLE_COLUMNS = (
     "index", "label", "prediction", "correct", *risk.BASELINES, "reliance", "subgroup",
-    "counterfactual", "maia", "flagged", "reason",
+    "counterfactual", "edit_counterfactual", "maia", "flagged", "reason",
 )  # fmt: skip
 
 
@@ -218,10 +222,11 @@ def flag(
         exemplars: exemplars of the ``feature_layer`` units for the own check (computed when
             missing).
         spurious_directions: (F, r) feature directions the spurious attribute's edits move the
-            head's input along (an orthonormal basis, e.g. :func:`spurious_directions` of a
-            remover's judgements; the own check finds its own). The counterfactual risk
-            removes each input's component along them too: a shortcut spread over many units
-            is ablated although no few units carry it.
+            head's input along (any spanning set, e.g.
+            :func:`~lightning_maia.analysis._spurious.judged_directions` of a remover's
+            judgements; the own check finds its own). The edit counterfactual risk
+            removes each input's component along them besides the spurious units: a shortcut
+            spread over many units is ablated although no few units carry it.
     """
     spurious = spurious if spurious is not None else SpuriousEvidence()
     subgroups = subgroups if subgroups is not None else SubgroupAudit()
@@ -308,6 +313,11 @@ def flag(
     ablated = risk.counterfactual_logits(
         evaluated.logits, evaluated.features, weight, list(units), reference, spurious_directions
     ).softmax(dim=1)
+    ablated_what = (
+        "the units judged spurious and the directions of their edits"
+        if spurious_directions is not None and spurious_directions.shape[1] > 0
+        else "the units judged spurious"
+    )
     ids = item_ids(data)
     fitted: pd.DataFrame | None = None
     if calibration_data is not None and held_out is not None:
@@ -333,6 +343,7 @@ def flag(
             leading=top_units[i] == leading_units[i],
             subgroup=matched[i],
             ablated_prediction=_ablated_prediction(ablated[i], evaluated.predictions[i], names),
+            ablated=ablated_what,
         )
         for i in range(len(maia))
     ]
@@ -346,6 +357,7 @@ def flag(
             "reliance": features[:, 1].tolist(),
             "subgroup": features[:, 2].tolist(),
             "counterfactual": features[:, 3].tolist(),
+            "edit_counterfactual": features[:, 4].tolist(),
             "maia": maia.tolist(),
             "flagged": flagged.tolist(),
             "reason": reasons,

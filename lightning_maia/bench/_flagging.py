@@ -3,28 +3,28 @@
 Two parts, one command:
 
 1. **Error detection**, on each of ``sizes.seeds`` seeds (``seed``, ``seed + 1``, ...). The ERM
-   model of the spurious benchmark (its backbone, splits, seed,
-   ERM epochs and exemplars: the frozen pretrained shapes backbone, a linear head trained with
-   Lightning on ``SpuriousShapes`` with p=0.95) is evaluated on the exactly balanced ``test``
-   split. The agent's ``spurious_check`` (the remover's judge, exemplars from the training
-   data) judges the head's most influential units (all 128 in full mode, 48 with
-   ``--quick``). Every test input gets the baseline risks (MSP, margin, energy, entropy) and
-   the MAIA-informed risk of :class:`MisclassificationFlagger`: the counterfactual risk (the
-   predicted class's probability lost when the units judged spurious, and the directions their
-   runs' background-only edits move the features along, are mean-ablated to their ``holdout``
-   means), reliance on those units and membership in the subgroups the class-bias
-   audit of the four class logits found, combined by a logistic regression fitted on the
-   separate, independent ``holdout`` split, its L2 strength chosen by cross-validated AUROC
-   on that split (the test split is only scored; every constant is the holdout's). Subgroup
-   membership uses only what the audit observes at test time: the class the model *predicts*
-   and the input's other attributes (the background, ...) as a describer reads them; never the
-   true class or shape. Figures: ``auroc`` and ``aupr_error`` (errors as positives), each a
-   dict over ``msp``, ``margin``, ``energy``, ``entropy``, ``maia``, the mean over seeds;
+   model of the spurious benchmark (its backbone, splits, seed, ERM epochs and exemplars: the
+   frozen pretrained shapes backbone, a linear head trained with Lightning on ``SpuriousShapes``
+   with p=0.95) is evaluated on the exactly balanced ``test`` split. The agent's
+   ``spurious_check`` (the remover's judge, exemplars from the training data) judges the head's
+   most influential units (all 128 in full mode, 48 with ``--quick``). Every test input gets the
+   baseline risks (MSP, margin, energy, entropy) and the MAIA-informed risk of
+   :class:`MisclassificationFlagger`: the counterfactual risk (the predicted class's probability
+   lost when the units judged spurious are mean-ablated to their ``holdout`` means), the edit
+   counterfactual risk (the same with the directions the judged units' background-only edits
+   move the features along ablated too), reliance on those units and membership in the subgroups
+   the class-bias audit of the four class logits found, combined by a logistic regression fitted
+   on the separate, independent ``holdout`` split, its L2 strength chosen by cross-validated
+   AUROC on that split (the test split is only scored; every constant is the holdout's).
+   Subgroup membership uses only what the audit observes at test time: the class the model
+   *predicts* and the input's other attributes (the background, ...) as a describer reads them;
+   never the true class or shape. Figures: ``auroc`` and ``aupr_error`` (errors as positives),
+   each a dict over ``msp``, ``margin``, ``energy``, ``entropy``, ``maia``, the mean over seeds;
    ``maia_minus_msp`` the mean gains; ``error_detection.per_seed`` each seed's figures with
    bootstrap 95% intervals (inputs resampled ``sizes.bootstrap`` times, per seed; the gain over
    MSP on the same resamples), accuracy, the units and subgroups, the fitted weights, and
-   ablations (fewer features; reliance on the spurious units among the remover's l1 top 50
-   only, as the spurious benchmark's remover judges them).
+   ablations (fewer features; reliance on the spurious units among the remover's l1 top 50 only,
+   as the spurious benchmark's remover judges them).
 2. **Planted subgroups.** A small CNN is trained from scratch with Lightning on 64 px
    ``BiasedShapes`` (circles only red, squares only on snow, triangles only on water, stars
    only large in train; crosses and hearts unbiased); the class-bias audit runs on each class
@@ -357,6 +357,7 @@ def error_detection(sizes: Sizes, seed: int, spurious: SpuriousSettings) -> dict
         "reliance_auroc": _auroc_of(table["reliance"], ~table["correct"]),
         "subgroup_auroc": _auroc_of(table["subgroup"], ~table["correct"]),
         "counterfactual_auroc": _auroc_of(table["counterfactual"], ~table["correct"]),
+        "edit_counterfactual_auroc": _auroc_of(table["edit_counterfactual"], ~table["correct"]),
         "l2_chosen_on_holdout": result.l2,
         "ablations": {
             **_ablations(result.calibration, table, item_ids(calibration), item_ids(test)),
@@ -505,6 +506,10 @@ def _planted_drops(model: nn.Module, sizes: Sizes, seed: int) -> dict[str, float
     }
 
 
+#: The features of the remover ablation: the combination's, less the edit counterfactual.
+REMOVER_FEATURES = ("msp", "reliance", "subgroup", "counterfactual")
+
+
 def _remover_ablation(
     model: nn.Module,
     result: FlaggingResult,
@@ -539,7 +544,9 @@ def _remover_ablation(
             dim=1,
         )
     errors = torch.tensor(result.calibration["error"].to_numpy(dtype=bool), dtype=torch.long)
-    combiner = fit_risk_combiner(features["calibration"], errors, item_ids(calibration))
+    combiner = fit_risk_combiner(
+        features["calibration"], errors, item_ids(calibration), feature_names=REMOVER_FEATURES
+    )
     table = result.table.sort_values("index")
     scored = combiner.score(features["test"], item_ids(test))
     return _auroc_of(pd.Series(scored.numpy()), ~table["correct"])
@@ -556,6 +563,8 @@ def _auroc_of(scores: pd.Series, errors: pd.Series) -> float:
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "msp+reliance+subgroup": ("msp", "reliance", "subgroup"),
     "msp+counterfactual": ("msp", "counterfactual"),
+    "msp+edit_counterfactual": ("msp", "edit_counterfactual"),
+    "msp+reliance+subgroup+counterfactual": ("msp", "reliance", "subgroup", "counterfactual"),
     "msp+reliance": ("msp", "reliance"),
     "msp+subgroup": ("msp", "subgroup"),
     "reliance+subgroup": ("reliance", "subgroup"),

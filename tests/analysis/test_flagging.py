@@ -165,3 +165,70 @@ def test_on_real_handwriting_the_counterfactual_flags_the_shortcut_errors_msp_mi
     again = run(relabelled).table.sort_values("index")
     for column in ("msp", "reliance", "counterfactual", "maia"):
         assert again[column].tolist() == table[column].tolist(), column
+
+
+class SpreadShortcut(nn.Module):
+    """:class:`TintedShortcut` with the shortcut spread over two units that both read the ink's
+    redness (units 0 and 1, weighted 20 each), the shape in unit 2: judging one of them
+    spurious leaves half the shortcut in the head."""
+
+    def __init__(self, template: torch.Tensor) -> None:
+        super().__init__()
+        self.template = nn.Parameter(template, requires_grad=False)
+        self.head = nn.Linear(3, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[20.0, 20.0, 0.5], [0.0, 0.0, 0.0]]))
+            self.head.bias.copy_(torch.tensor([-6.2, 0.0]))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        redness = (x[:, 0] - x[:, 1:].max(1).values).clamp_min(0).mean((1, 2))
+        zero_shape = (x.max(1).values * self.template).sum((1, 2))
+        return torch.stack([redness, redness, zero_shape], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def test_the_edits_directions_ablate_a_shortcut_spread_over_units() -> None:
+    from lightning_maia.analysis._spurious import spurious_subspace
+
+    train = TintedDigits.split("train", classes=2, shortcut=0.95, seed=0)
+    ink = train.images.max(1).values
+    model = SpreadShortcut(ink[train.labels == 0].mean(0) - ink.mean(0)).eval()
+    test = TintedDigits.split("test", classes=2, copies=2, seed=0)
+    holdout = TintedDigits.split("val", classes=2, copies=2, seed=0)
+    # Real edit pairs: each holdout scan drawn in the other colour (item i and i + n), the
+    # counterparts a retrieval designer finds; only the redness units move.
+    half = len(holdout) // 2
+    with torch.no_grad():
+        deltas = model.features(holdout.images[half:]) - model.features(holdout.images[:half])
+    assert deltas[:, 2].abs().max() < 1e-5 and deltas[:, 0].abs().min() > 0
+    directions = spurious_subspace(deltas)
+    assert directions.shape == (3, 1)
+
+    def run(**given: object) -> FlaggingResult:
+        return flag(
+            model, test, calibration_data=holdout, spurious=SpuriousEvidence(spurious_units=[0]),
+            subgroups=SubgroupAudit(class_bias=False), **given,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    alone, along = run(), run(spurious_directions=directions)
+    # The units' counterfactual is the same either way; without directions the edit one is 0.
+    by_index = [r.table.sort_values("index")["counterfactual"].tolist() for r in (alone, along)]
+    assert by_index[0] == by_index[1]
+    assert (alone.table["edit_counterfactual"] == 0).all()
+    assert alone.coefficients["edit_counterfactual"] == 0.0
+    errors = ~alone.table.sort_values("index")["correct"].to_numpy()
+    assert int(errors.sum()) == 59
+    # One unit ablated: half the redness stays, and red 1s keep their wrong class 0.
+    kept = alone.table.sort_values("index")["counterfactual"].to_numpy() > 0.5
+    assert int((kept != errors).sum()) == 8
+    # Along the edits' direction both units go to their holdout mean: the head reads the shape
+    # alone, and exactly the errors lose their predicted class (as with one shortcut unit).
+    flipped = along.table.sort_values("index")["edit_counterfactual"].to_numpy() > 0.5
+    assert (flipped == errors).all()
+    assert along.metrics["auroc"]["maia"] == 1.0
+    reasons = along.table[along.table["flagged"]]["reason"]
+    assert reasons.str.contains("without the units judged spurious and the directions").any()
+    with pytest.raises(ConfigurationError, match=r"`spurious_directions` can be an \(F, r\)"):
+        run(spurious_directions=torch.ones(2, 1))

@@ -194,6 +194,7 @@ def test_the_combination_is_cross_fitted_without_calibration_data(tmp_path: Path
         "reliance",
         "subgroup",
         "counterfactual",
+        "edit_counterfactual",
         "intercept",
     }
     with pytest.raises(ConfigurationError, match="`calibration_data` can be held-out data"):

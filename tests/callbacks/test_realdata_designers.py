@@ -16,7 +16,10 @@ from lightning_maia._options import Backends, Output
 from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit
 from lightning_maia.analysis._masked_head import MaskedHead
 from lightning_maia.analysis._spurious_options import Refit, SearchBudget
-from lightning_maia.callbacks.misclassification_flagger import MisclassificationFlagger
+from lightning_maia.callbacks.misclassification_flagger import (
+    MisclassificationFlagger,
+    remover_spurious_directions,
+)
 from lightning_maia.callbacks.spurious_feature_remover import SpuriousFeatureRemover
 from lightning_maia.callbacks.unit_interpreter import Schedule, UnitInterpreter
 from lightning_maia.errors import ConfigurationError
@@ -93,6 +96,41 @@ def test_the_remover_chooses_counterfactual_copies_on_the_validation_classes(
     # On balanced validation colours the recolour copies beat the shortcut-leaning refit.
     assert figures["copies"] == 3 and scores[3] > scores[0]
     assert figures["after_worst_group_accuracy"] > figures["before_worst_group_accuracy"]
+
+
+def test_the_flagger_ablates_the_removers_colour_directions_on_real_images(
+    tmp_path: Path,
+) -> None:
+    # The realdata benchmark's setting: six digits, a backbone that carries the colour in
+    # many units (pretrained with the colour weighted 0.1).
+    data = TintedDigitsDataModule(classes=6, copies=1)
+    remover = SpuriousFeatureRemover(
+        candidate_attributes=("colour",),
+        backends=Backends(designer="retrieval"),
+        budget=SearchBudget(k=8),
+        refit=Refit(keep=["core", "unclear"]),
+        output=Output(progress=False),
+    )
+    flagger = MisclassificationFlagger(when="fit_end", subgroups=SubgroupAudit(class_bias=False))
+    model = TintedDigitsClassifier(classes=6, backbone_epochs=20, backbone_colour_weight=0.1)
+    pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[remover, flagger],
+    ).fit(model, data)  # fmt: skip
+    spurious = [j.unit.index for j in remover.judgements if j.verdict == "spurious"]
+    assert spurious, "the remover judged no unit spurious: nothing to ablate"
+    directions = remover_spurious_directions([remover], model)
+    assert directions is not None and directions.shape[0] == 32 and directions.shape[1] >= 1
+    result = flagger.result
+    assert result is not None and sorted(result.spurious_units) == sorted(spurious)
+    # The remover's head no longer reads the spurious units, so ablating them alone changes
+    # nothing: that counterfactual is exactly the MSP risk ...
+    assert isinstance(model.head, MaskedHead)
+    table = result.table
+    assert table["counterfactual"].tolist() == pytest.approx(table["msp"].tolist())
+    # ... while the colour the kept units still carry moves along the recolour edits'
+    # directions: the edit counterfactual ablates those too, evidence of its own.
+    assert (table["edit_counterfactual"] - table["msp"]).abs().max() > 0.05
 
 
 def test_a_copies_grid_without_validation_data_fails_at_setup(
