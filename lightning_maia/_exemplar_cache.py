@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from lightning_maia._atomic import atomic_path
 from lightning_maia.recording import TokenLayout
 from lightning_maia.units import UnitSelection
 
@@ -120,9 +120,9 @@ class ExemplarCache:
         return state
 
     def save(self, key: str, state: dict[str, Any]) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        partial = path.with_suffix(".partial")
-        torch.save(state, partial)
-        os.replace(partial, path)
+        # Streamed to an open file, not the partial path: torch would name the archive's folder
+        # after the partial file's random name, and equal results would give different bytes.
+        with atomic_path(path) as partial, partial.open("wb") as stream:
+            torch.save(state, stream)
         return path

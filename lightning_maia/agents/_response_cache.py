@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from lightning_maia._atomic import write_text_atomically
 from lightning_maia.tools.backends._base import Usage
 from lightning_maia.tools.backends._vlm_messages import bound_reply
 from lightning_maia.tools.backends.vlm import ChatMessage, ChatResult, ToolCall, VLMClient
@@ -120,10 +120,6 @@ class CachedChat:
     @staticmethod
     def _save(path: Path, result: ChatResult) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        # Created 0600 from the start: a reply never sits world-readable, not even briefly.
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(json.dumps(asdict(result)))
-        os.chmod(partial, 0o600)  # an older partial file keeps its mode through O_CREAT
-        os.replace(partial, path)
+        # 0600 from the partial file's creation on: a reply never sits world-readable, not even
+        # briefly.
+        write_text_atomically(path, json.dumps(asdict(result)), mode=0o600)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from lightning_maia import evaluation_constants
+from lightning_maia._atomic import write_text_atomically
 
 #: The keys :func:`write_bench_json` guarantees in every file it writes.
 PROVENANCE_KEYS: tuple[str, ...] = (
@@ -119,8 +119,5 @@ def write_bench_json(
 ) -> dict[str, Any]:
     """Write ``figures`` and their provenance to ``path`` atomically; return what was written."""
     payload = with_provenance(figures, seed=seed, argv=argv, git=git)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps(payload, indent=2) + "\n")
     return payload

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from lightning_maia._atomic import write_text_atomically
 from lightning_maia.callbacks._shared import detached_from_trainer
 from lightning_maia.exemplars import declared_denormalize
 from lightning_maia.units import OUTPUT_LAYER, find_layer
@@ -200,11 +201,8 @@ def write_pending(path: Path, pending: list[dict[str, Any]]) -> Path:
     if not pending:
         path.unlink(missing_ok=True)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
     reason = "fitting ended before these background studies started (unstarted='pending')"
-    partial.write_text(json.dumps({"reason": reason, "pending": pending}, indent=2) + "\n")
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps({"reason": reason, "pending": pending}, indent=2) + "\n")
     return path
 
 

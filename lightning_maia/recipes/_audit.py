@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_maia._atomic import write_text_atomically
 from lightning_maia._options import Backends
 from lightning_maia.agents._records import UnitReport
 from lightning_maia.agents.scientist import ScientistAgent
@@ -383,8 +383,6 @@ def run_audit(options: AuditOptions) -> AuditOutcome:
         out / "report.html", sections, title="lightning-maia audit", meta=meta, audit=findings
     )
     figures["seconds"] = time.perf_counter() - started
-    partial = out / "figures.json.partial"
-    partial.write_text(json.dumps(figures, indent=2) + "\n")
-    os.replace(partial, out / "figures.json")
+    write_text_atomically(out / "figures.json", json.dumps(figures, indent=2) + "\n")
     write_junit(out / "checks.xml", "lightning-maia audit", checks)
     return AuditOutcome(figures, checks, out)

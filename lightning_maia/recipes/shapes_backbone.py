@@ -40,7 +40,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,6 +56,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
+from lightning_maia._atomic import write_bytes_atomically
 from lightning_maia.analysis._spurious import dataset_groups
 from lightning_maia.errors import CacheError, bad_option
 from lightning_maia.world import _render as render
@@ -508,20 +508,11 @@ def load_backbone(
 
 
 def _save_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    os.close(handle)
-    try:
-        # Saved through a buffer: torch names the archive's folder after a file it writes to,
-        # and the temporary name would make equal weights give different bytes (and digests).
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        Path(temporary).write_bytes(buffer.getvalue())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is a plain file
-        os.replace(temporary, path)  # atomic: a reader sees the old file or the whole new one
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    # Saved through a buffer: torch names the archive's folder after a file it writes to, and
+    # the partial file's random name would make equal weights give different bytes (and digests).
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomically(path, buffer.getvalue(), mode=0o644)  # the cache is a plain file
 
 
 def _frozen(backbone: ShapesBackbone) -> ShapesBackbone:

@@ -26,13 +26,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_maia._atomic import write_text_atomically
 from lightning_maia.agents._records import Step, UnitReport
 from lightning_maia.errors import bad_option
 from lightning_maia.reporting._images import _Encoder
@@ -117,15 +117,7 @@ def write_report(
         audit=audit,
         flagged=flagged,
     )
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is for sharing
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(target, text, encoding="utf-8", mode=0o644)  # a report is for sharing
     return target
 
 

@@ -7,11 +7,12 @@ True
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from lightning_maia._atomic import write_text_atomically
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,5 @@ def junit_xml(suite: str, checks: Sequence[CheckResult]) -> str:
 def write_junit(path: str | Path, suite: str, checks: Sequence[CheckResult]) -> Path:
     """Write :func:`junit_xml` atomically."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(junit_xml(suite, checks) + "\n")
-    os.replace(partial, target)
+    write_text_atomically(target, junit_xml(suite, checks) + "\n")
     return target

@@ -11,12 +11,12 @@ saves its checks, gates and flagged inputs (``audit`` in results.json, thumbnail
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_maia._atomic import write_bytes_atomically as write_atomically
 from lightning_maia.agents._records import UnitReport, reports_to_dataframe
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.reporting._audit_sections import AuditFindings, FlaggedInput, flagged_rows
@@ -29,14 +29,6 @@ FORMAT = 1
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unit"
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def _save_image(folder: Path, root: Path, name: str, image: ReportImage) -> dict[str, Any]:
