@@ -22,6 +22,11 @@ the own ``spurious_check`` of the head's most influential units; subgroups from 
 audit of the class logits (see :mod:`~lightning_maia.analysis._flagging_evidence`). Neither the
 true class nor a group label of a scored input enters any score.
 
+**Why one file.** :func:`flag` is the one reference for the flagger's options, and its result
+and gate types are what callers hold; the evidence it gathers is in
+:mod:`~lightning_maia.analysis._flagging_evidence` and the scores in
+:mod:`~lightning_maia.analysis._risk`, so what stays here is the pipeline read top-down.
+
 >>> import torch
 >>> from torch import nn
 >>> from torch.utils.data import TensorDataset

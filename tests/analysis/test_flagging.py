@@ -132,13 +132,23 @@ class TintedShortcut(nn.Module):
         return self.head(torch.stack([redness, zero_shape], 1))
 
 
-def test_on_real_handwriting_the_counterfactual_flags_the_shortcut_errors_msp_misses() -> None:
+def zero_template() -> torch.Tensor:
+    """How the ink of a 0 differs from the average scan's, on the shortcut training split."""
     train = TintedDigits.split("train", classes=2, shortcut=0.95, seed=0)
     ink = train.images.max(1).values
-    model = TintedShortcut(ink[train.labels == 0].mean(0) - ink.mean(0)).eval()
-    # Every colour equally often with every digit: red 1s and yellow 0s are the model's errors.
+    return ink[train.labels == 0].mean(0) - ink.mean(0)
+
+
+def balanced_splits() -> tuple[TintedDigits, TintedDigits]:
+    """Test and holdout: every colour equally often with every digit (each scan in both)."""
     test = TintedDigits.split("test", classes=2, copies=2, seed=0)
-    holdout = TintedDigits.split("val", classes=2, copies=2, seed=0)
+    return test, TintedDigits.split("val", classes=2, copies=2, seed=0)
+
+
+def test_on_real_handwriting_the_counterfactual_flags_the_shortcut_errors_msp_misses() -> None:
+    model = TintedShortcut(zero_template()).eval()
+    # Red 1s and yellow 0s are the model's errors.
+    test, holdout = balanced_splits()
 
     def run(data: TintedDigits) -> FlaggingResult:
         return flag(
@@ -192,11 +202,8 @@ class SpreadShortcut(nn.Module):
 def test_the_edits_directions_ablate_a_shortcut_spread_over_units() -> None:
     from lightning_maia.analysis._spurious import spurious_subspace
 
-    train = TintedDigits.split("train", classes=2, shortcut=0.95, seed=0)
-    ink = train.images.max(1).values
-    model = SpreadShortcut(ink[train.labels == 0].mean(0) - ink.mean(0)).eval()
-    test = TintedDigits.split("test", classes=2, copies=2, seed=0)
-    holdout = TintedDigits.split("val", classes=2, copies=2, seed=0)
+    model = SpreadShortcut(zero_template()).eval()
+    test, holdout = balanced_splits()
     # Real edit pairs: each holdout scan drawn in the other colour (item i and i + n), the
     # counterparts a retrieval designer finds; only the redness units move.
     half = len(holdout) // 2
