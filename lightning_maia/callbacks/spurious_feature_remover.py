@@ -25,7 +25,7 @@ worst-group accuracy where the validation data has group labels, and the HTML re
 :mod:`lightning_maia.analysis.spurious_search`, and what is left here is the callback's options,
 hooks, state, broadcast and logging.
 
->>> from lightning_maia.analysis._spurious_options import Refit, SearchBudget
+>>> from lightning_maia.callbacks import Refit, SearchBudget
 >>> remover = SpuriousFeatureRemover(budget=SearchBudget(k=20), refit=Refit(remedy="erase"))
 >>> remover.state_key
 "SpuriousFeatureRemover{'head': None, 'k': 20, 'remedy': 'erase'}"

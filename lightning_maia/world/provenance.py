@@ -30,7 +30,7 @@ its normalisation as ``Subject(preprocess=...)`` rather than as the dataset's tr
 then handle the renderings); synthetic neurons answer renderings only, so read their data
 without ``transform``.
 
->>> from lightning_maia.world._scene import Scene
+>>> from lightning_maia.world import Scene
 >>> store = ProvenanceStore(max_entries=2)
 >>> rendering = render_and_register(Scene(seed=3), 16, origin="doctest", store=store)
 >>> store.lookup(rendering.image) == rendering.scene, store.origin(rendering.float_image())
