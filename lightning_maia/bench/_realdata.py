@@ -17,7 +17,9 @@ training data plus 0, 1 or 3 copies shifted along the colour edits' feature chan
 :func:`~lightning_maia.analysis._spurious.choose_copies`: how many chosen by balanced
 accuracy on the holdout split's class labels), ``maia_erase``
 (the colour-only edits' subspace projected out), ``l1_topk`` (the L1 top ``k``, ``k`` = units
-kept), ``random_k`` (``k`` random units of the top, 5 draws per seed), ``dfr``
+kept), ``random_k`` (``k`` random units of the top, 5 draws per seed), ``random_k_copies``
+(the same draws refit with ``maia_select``'s counterfactual copies, their count chosen the same
+way: what the agent's edits add without its verdicts), ``dfr``
 (:func:`~lightning_maia.analysis._dfr.dfr_head` on the holdout split: DFR's own protocol with
 group labels, an oracle). Flagging on the same test
 data: the flagger's MAIA risk (reliance on the units judged spurious, the counterfactual with
@@ -163,7 +165,9 @@ TABLE_KEYS = (
     "goals",
     "seconds",
 )
-ROWS = ("erm_head", "maia_select", "maia_erase", "l1_topk", "random_k", "dfr")
+ROWS = ("erm_head", "maia_select", "maia_erase", "l1_topk", "random_k", "random_k_copies", "dfr")
+#: Rows averaged over random draws of units (their spread is over every draw of every seed).
+RANDOM_ROWS = ("random_k", "random_k_copies")
 GOALS = (
     f"maia_select worst-group >= erm_head + {REALDATA_GOAL_SELECT_WORST:.2f} and balanced >= "
     f"erm_head + {REALDATA_GOAL_SELECT_BALANCED:.2f}",
@@ -219,9 +223,9 @@ def run(
     for row in ROWS:
         values_b = [r["rows"][row]["balanced_accuracy"] for r in results]
         values_w = [r["rows"][row]["worst_group_accuracy"] for r in results]
-        if row == "random_k":
-            values_b = [d["balanced_accuracy"] for r in results for d in r["random_draws"]]
-            values_w = [d["worst_group_accuracy"] for r in results for d in r["random_draws"]]
+        if row in RANDOM_ROWS:
+            values_b = [d["balanced_accuracy"] for r in results for d in r["random_draws"][row]]
+            values_w = [d["worst_group_accuracy"] for r in results for d in r["random_draws"][row]]
         balanced[row] = _mean_std(values_b)
         worst[row] = _mean_std(values_w)
     verdicts: dict[str, int] = {}
@@ -370,6 +374,21 @@ def run_seed(seed: int, settings: Settings) -> dict[str, Any]:
         for draw in range(settings.random_draws)
     ]
     rows["random_k"] = {key: _mean([d[key] for d in draws]) for key in draws[0]}
+    # The same random units given maia_select's counterfactual copies (the count chosen the same
+    # way, on the holdout split's class labels): what the agent's edits add without its verdicts.
+    rng = np.random.default_rng(seed)
+    draws_copies = []
+    for _ in range(settings.random_draws):
+        units = rng.choice(selection.units, size=k, replace=False).tolist()
+        chosen = choose_copies(
+            train[0], labels, units, deltas, COPIES if deltas.shape[0] else (0,),
+            features["holdout"][0], splits["holdout"].labels, protocol="cv",
+            num_classes=classes, seed=seed,
+        )  # fmt: skip
+        draws_copies.append(_metrics(chosen.head.logits(test[0]), splits["test"]))
+    rows["random_k_copies"] = {
+        key: _mean([d[key] for d in draws_copies]) for key in draws_copies[0]
+    }
     verdicts: dict[str, int] = {}
     for judgement in judgements:
         verdicts[judgement.verdict] = verdicts.get(judgement.verdict, 0) + 1
@@ -395,7 +414,7 @@ def run_seed(seed: int, settings: Settings) -> dict[str, Any]:
     return {
         "seed": seed,
         "rows": rows,
-        "random_draws": draws,
+        "random_draws": {"random_k": draws, "random_k_copies": draws_copies},
         "k": k,
         "kept_units": kept,
         "verdicts": verdicts,
