@@ -30,13 +30,14 @@ from lightning_maia.analysis._class_bias import (
     has_metadata_concepts,
 )
 from lightning_maia.analysis._flagging_options import SpuriousEvidence, SubgroupAudit
-from lightning_maia.analysis._spurious import spurious_directions
+from lightning_maia.analysis._spurious import UnitJudgement, judged_directions
 from lightning_maia.errors import MaiaError, bad_option
 from lightning_maia.exemplars import ExemplarResult, compute_exemplars, preprocess_for
 from lightning_maia.reporting._html_report import sections_from_toolbox
 from lightning_maia.subject import Subject
 from lightning_maia.tools.backends._base import ImageDescriber, ImageEditor, ImageGenerator
 from lightning_maia.tools.toolbox import Toolbox
+from lightning_maia.units import Unit
 
 WARN = "MisclassificationFlagger: "
 
@@ -162,7 +163,7 @@ def checked_spurious_units(
     """The own ``spurious_check``: the agent judges the ``max_checked_units`` units that add
     most to the predicted logits. Returns unit index -> description of those judged spurious,
     and the directions their attribute's edits move the layer along
-    (:func:`~lightning_maia.analysis._spurious.spurious_directions`; None without a spurious
+    (:func:`~lightning_maia.analysis._spurious.judged_directions`; None without a spurious
     verdict or an edit that changed the attribute alone)."""
     layer = evidence.feature_layer
     assert layer is not None
@@ -182,9 +183,7 @@ def checked_spurious_units(
         class_names=tuple(names),
         candidate_attributes=experiments.candidate_attributes,
     )
-    found: dict[int, str] = {}
-    toolboxes: list[Toolbox] = []
-    attributes: list[str] = list(experiments.candidate_attributes)
+    judgements: list[UnitJudgement] = []
     for unit in ranked:
         toolbox = Toolbox(
             subject, f"{layer}:{unit}", exemplars=exemplars, generator=experiments.generator,
@@ -194,15 +193,12 @@ def checked_spurious_units(
         if report is None:
             continue
         experiments.sections.append(sections_from_toolbox(report, toolbox))
-        toolboxes.append(toolbox)
-        if report.ok and report.verdict == "spurious":
-            found[unit] = unit_words(report.label)
-            if not experiments.candidate_attributes:
-                attributes.extend(c.partition("=")[0] for c in report.concepts)
-    if not found:
-        return found, None
-    directions = spurious_directions(
-        model, layer, toolboxes, attributes, preprocess=experiments.preprocess
+        judgements.append(UnitJudgement(Unit(layer, unit), 0.0, report, toolbox))
+    found = {
+        j.unit.index: unit_words(j.report.label) for j in judgements if j.verdict == "spurious"
+    }
+    directions = judged_directions(
+        model, judgements, experiments.candidate_attributes, preprocess=experiments.preprocess
     )
     return found, directions
 

@@ -365,32 +365,37 @@ def remover_spurious_units(callbacks: Sequence[Callback]) -> dict[int, str] | No
     """Unit index -> description of the units a SpuriousFeatureRemover among ``callbacks``
     judged spurious (its latest ``judgements``), or None when there is no remover or it has not
     judged yet."""
-    for callback in callbacks:
-        if type(callback).__name__ != "SpuriousFeatureRemover":
-            continue
-        judgements = list(getattr(callback, "judgements", None) or [])
-        if judgements:
-            return {
-                int(j.unit.index): unit_words(j.report.label)
-                for j in judgements
-                if j.verdict == "spurious"
-            }
-    return None
+    found = _remover_judgements(callbacks)
+    if found is None:
+        return None
+    return {
+        int(j.unit.index): unit_words(j.report.label) for j in found[1] if j.verdict == "spurious"
+    }
 
 
 def remover_spurious_directions(callbacks: Sequence[Callback], model: nn.Module) -> Tensor | None:
     """The feature directions the edits of a SpuriousFeatureRemover's latest run move the
     head's input along, where it judged a unit spurious
     (:func:`~lightning_maia.analysis._spurious.judged_directions`); None otherwise."""
+    found = _remover_judgements(callbacks)
+    if found is None:
+        return None
+    remover, judgements = found
+    return judged_directions(
+        model, judgements, getattr(remover, "candidate_attributes", ()),
+        preprocess=getattr(remover, "preprocess", None),
+    )  # fmt: skip
+
+
+def _remover_judgements(callbacks: Sequence[Callback]) -> tuple[Callback, list[Any]] | None:
+    """The first SpuriousFeatureRemover among ``callbacks`` that has judged, and its latest
+    judgements (matched by name: a stand-in with the same interface serves too)."""
     for callback in callbacks:
         if type(callback).__name__ != "SpuriousFeatureRemover":
             continue
         judgements = list(getattr(callback, "judgements", None) or [])
         if judgements:
-            return judged_directions(
-                model, judgements, getattr(callback, "candidate_attributes", ()),
-                preprocess=getattr(callback, "preprocess", None),
-            )  # fmt: skip
+            return callback, judgements
     return None
 
 
