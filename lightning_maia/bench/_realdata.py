@@ -63,6 +63,7 @@ from lightning_maia.analysis._flagging_options import SpuriousEvidence, Subgroup
 from lightning_maia.analysis._risk import error_detection_metrics
 from lightning_maia.analysis._spurious import (
     REFIT_GRID,
+    CopiesChoice,
     LinearHead,
     choose_copies,
     choose_refit,
@@ -335,16 +336,20 @@ def run_seed(seed: int, settings: Settings) -> dict[str, Any]:
 
     toolboxes = [j.toolbox for j in judgements if j.toolbox is not None]
     deltas = counterfactual_deltas(model, LAYER, toolboxes, "colour")
-    copies_scores: dict[int, float] = {}
-    if kept:
-        # The kept units refit on the training data plus copies shifted along the colour
-        # edits' feature changes; how many copies: the best class-balanced accuracy on the
-        # holdout split's class labels (no group labels; 0 copies is plain select).
-        choice = choose_copies(
-            train[0], labels, kept, deltas, COPIES if deltas.shape[0] else (0,),
+
+    def with_copies(units: list[int]) -> CopiesChoice:
+        # ``units`` refit on the training data plus copies shifted along the colour edits'
+        # feature changes; how many copies: the best class-balanced accuracy on the holdout
+        # split's class labels (no group labels; 0 copies is plain select).
+        return choose_copies(
+            train[0], labels, units, deltas, COPIES if deltas.shape[0] else (0,),
             features["holdout"][0], splits["holdout"].labels, protocol="cv",
             num_classes=classes, seed=seed,
         )  # fmt: skip
+
+    copies_scores: dict[int, float] = {}
+    if kept:
+        choice = with_copies(kept)
         heads["maia_select"] = choice.head
         copies_scores = choice.scores
         penalties["maia_select"] = choice.penalties[choice.copies]
@@ -361,34 +366,21 @@ def run_seed(seed: int, settings: Settings) -> dict[str, Any]:
         rows[name] = _metrics(head.logits(test[0]), splits["test"])
     rows.setdefault("maia_select", rows["erm_head"])  # nothing kept: the head stays as it was
     rng = np.random.default_rng(seed)
-    draws = [
-        _metrics(
-            refit(
-                f"random_k_{draw}",
-                train[0],
-                labels,
-                rng.choice(selection.units, size=k, replace=False).tolist(),
-            ).logits(test[0]),
-            splits["test"],
-        )
-        for draw in range(settings.random_draws)
+    drawn = [
+        rng.choice(selection.units, size=k, replace=False).tolist()
+        for _ in range(settings.random_draws)
     ]
-    rows["random_k"] = {key: _mean([d[key] for d in draws]) for key in draws[0]}
+    draws = [
+        _metrics(refit(f"random_k_{draw}", train[0], labels, units).logits(test[0]), splits["test"])
+        for draw, units in enumerate(drawn)
+    ]
     # The same random units given maia_select's counterfactual copies (the count chosen the same
-    # way, on the holdout split's class labels): what the agent's edits add without its verdicts.
-    rng = np.random.default_rng(seed)
-    draws_copies = []
-    for _ in range(settings.random_draws):
-        units = rng.choice(selection.units, size=k, replace=False).tolist()
-        chosen = choose_copies(
-            train[0], labels, units, deltas, COPIES if deltas.shape[0] else (0,),
-            features["holdout"][0], splits["holdout"].labels, protocol="cv",
-            num_classes=classes, seed=seed,
-        )  # fmt: skip
-        draws_copies.append(_metrics(chosen.head.logits(test[0]), splits["test"]))
-    rows["random_k_copies"] = {
-        key: _mean([d[key] for d in draws_copies]) for key in draws_copies[0]
-    }
+    # way): what the agent's edits add without its verdicts.
+    draws_copies = [
+        _metrics(with_copies(units).head.logits(test[0]), splits["test"]) for units in drawn
+    ]
+    for row, found in (("random_k", draws), ("random_k_copies", draws_copies)):
+        rows[row] = {key: _mean([d[key] for d in found]) for key in found[0]}
     verdicts: dict[str, int] = {}
     for judgement in judgements:
         verdicts[judgement.verdict] = verdicts.get(judgement.verdict, 0) + 1
