@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from lightning_maia._cycle import Cycle
 from lightning_maia.errors import ConfigurationError
 from lightning_maia.world._neurons import NeuronSpec
 from lightning_maia.world._scene import ATTRIBUTES, Concept
@@ -180,7 +181,7 @@ class ProceduralDesigner:
         }
         if not self._backgrounds_possible(allowed, fixed):
             return None
-        cycles = {attribute: _Cycle(values, rng) for attribute, values in allowed.items()}
+        cycles = {attribute: Cycle(values, rng) for attribute, values in allowed.items()}
         prompts = []
         for _ in range(count):
             if "colour" in fixed:
@@ -209,7 +210,7 @@ class ProceduralDesigner:
 
     @staticmethod
     def _background(
-        cycles: Mapping[str, _Cycle],
+        cycles: Mapping[str, Cycle],
         allowed: Mapping[str, list[str]],
         avoid_colour: str | None,
     ) -> tuple[str, str]:
@@ -281,28 +282,6 @@ class ProceduralDesigner:
                 pass
         joiner = {"or": " OR ", "and": " AND "}.get(logic, ", ")
         return joiner.join(concepts)
-
-
-class _Cycle:
-    """Values drawn evenly: a shuffled pass over all of them, then another, and so on."""
-
-    def __init__(self, values: Sequence[str], rng: np.random.Generator) -> None:
-        self.values = list(values)
-        self.rng = rng
-        self.queue: list[str] = []
-
-    def next(self, exclude: Sequence[str] = (), include: Sequence[str] | None = None) -> str:
-        """The next value outside ``exclude`` (and inside ``include``), if any value is."""
-
-        def fits(value: str) -> bool:
-            return value not in exclude and (include is None or value in include)
-
-        for _ in range(2):
-            for position in range(len(self.queue) - 1, -1, -1):
-                if fits(self.queue[position]):
-                    return self.queue.pop(position)
-            self.queue = [self.values[i] for i in self.rng.permutation(len(self.values))]
-        return self.queue.pop()
 
 
 #: Background pattern -> the adjective the grammar reads before a colour.

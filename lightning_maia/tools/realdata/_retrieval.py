@@ -28,6 +28,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_maia._cycle import Cycle
 from lightning_maia.errors import GrammarError, ToolError, bad_option
 from lightning_maia.tools.backends._base import ImageItem
 from lightning_maia.tools.realdata._colours import COLOUR_HUES
@@ -146,7 +147,7 @@ class RetrievalDesigner:
             for a in self.table.attributes
             if a not in fixed
         }
-        cycles = {a: _Cycle(values, rng) for a, values in free.items() if values}
+        cycles = {a: Cycle(values, rng) for a, values in free.items() if values}
         prompts = []
         for _ in range(count):
             prefer = {a: cycle.next() for a, cycle in cycles.items()}
@@ -262,18 +263,6 @@ def _resized(image: Tensor, size: int) -> Tensor:
     return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[
         0
     ].clamp(0.0, 1.0)
-
-
-class _Cycle:
-    """Values drawn evenly: a shuffled pass over all of them, then another, and so on."""
-
-    def __init__(self, values: Sequence[str], rng: np.random.Generator) -> None:
-        self.values, self.rng, self.queue = list(values), rng, list[str]()
-
-    def next(self) -> str:
-        if not self.queue:
-            self.queue = [self.values[i] for i in self.rng.permutation(len(self.values))]
-        return self.queue.pop()
 
 
 __all__ = ["RetrievalDesigner", "RetrievalGenerator", "pixel_attributes"]
