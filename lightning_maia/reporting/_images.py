@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from lightning_maia._display import to_display, to_uint8
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import mask_images
 from lightning_maia.reporting._report_content import ReportImage
@@ -63,33 +64,6 @@ def make_grid(
         left = (index % columns) * (width + padding) + padding
         grid[:, top : top + tile.shape[1], left : left + tile.shape[2]] = tile
     return grid
-
-
-def to_display(image: Tensor) -> Tensor:
-    """``image`` as float (3, H, W) in [0, 1] on the CPU: grey expanded, uint8 scaled, NaN as 0.
-
-    >>> to_display(torch.tensor([[[0, 255]]], dtype=torch.uint8)).tolist()
-    [[[0.0, 1.0]], [[0.0, 1.0]], [[0.0, 1.0]]]
-    """
-    if image.dim() != 3 or image.shape[0] not in (1, 3):
-        raise bad_option(
-            "image", "a (3, H, W) or (1, H, W) tensor", f"a tensor of shape {tuple(image.shape)}"
-        )
-    pixels = image.detach().to("cpu")
-    if pixels.dtype == torch.uint8:
-        pixels = pixels.float() / 255.0
-    pixels = torch.nan_to_num(pixels.float(), nan=0.0).clamp(0.0, 1.0)
-    return pixels.expand(3, -1, -1).contiguous()
-
-
-def to_uint8(image: Tensor) -> np.ndarray:
-    """``image`` as a (H, W, 3) uint8 array, each channel rounded to the nearest of 256 levels.
-
-    >>> to_uint8(torch.full((3, 1, 1), 0.5)).tolist()
-    [[[128, 128, 128]]]
-    """
-    pixels = (to_display(image) * 255.0).round().to(torch.uint8)
-    return np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
 
 
 def to_pil_image(image: Tensor) -> Image.Image:

@@ -29,12 +29,12 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from lightning_maia._display import to_uint8
 from lightning_maia.errors import bad_option
 from lightning_maia.exemplars import mask_images
 
@@ -146,21 +146,13 @@ def crop_to_region(image: Tensor, mask: Tensor, margin: float) -> Tensor | None:
 def to_pil(image: Tensor) -> Image.Image:
     """A display image (float (3, H, W) in [0, 1], or (1, H, W); uint8 in [0, 255]) as RGB PIL.
 
-    Values are clamped to [0, 1] and rounded to 8 bits; a single channel is shown as grey.
+    Values are clamped to [0, 1] and rounded to 8 bits; a single channel is shown as grey, NaN
+    as 0 (:func:`lightning_maia._display.to_uint8`, as the loggers and the report encode it).
 
     >>> to_pil(torch.ones(3, 2, 5)).size
     (5, 2)
     """
-    if image.dim() != 3 or image.shape[0] not in (1, 3):
-        raise bad_option(
-            "image", "a (3, H, W) or (1, H, W) tensor", f"a tensor of shape {tuple(image.shape)}"
-        )
-    pixels = image.detach().to("cpu")
-    if pixels.dtype == torch.uint8:
-        pixels = pixels.float() / 255.0
-    pixels = pixels.float().clamp(0.0, 1.0).expand(3, -1, -1)
-    array = (pixels.permute(1, 2, 0) * 255.0).round().to(torch.uint8).numpy()
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+    return Image.fromarray(to_uint8(image), mode="RGB")
 
 
 # --- concepts ----------------------------------------------------------------------------------
